@@ -1,0 +1,65 @@
+"""Engines run a ``Plan``: the in-process Grid (default) or Flower's Ray simulation runtime."""
+
+import logging
+import os
+
+from flwr.app import Message, MessageType, RecordDict
+from flwr.serverapp import Grid, ServerApp
+
+from fedsim._flower import flower_log_level
+from fedsim.engine.apps import Outcome, Plan, make_client_app, serve
+from fedsim.engine.grid import InProcessGrid
+from fedsim.engine.observers import Exchange, ObservingGrid, RoundObserver
+
+ENGINES = ("inprocess", "ray")
+
+
+def run_inprocess(plan: Plan) -> Outcome:
+    """Every hospital's ClientApp called directly in this process, no serialisation."""
+    fed = plan.federation
+    grid = InProcessGrid(make_client_app(fed, plan.model_fn, plan.client_mods), fed.n_hospitals)
+    with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
+        return serve(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
+
+
+def _discover_hospitals(grid: Grid, plan: Plan) -> dict[int, str]:
+    """Ask each node which hospital it serves (Ray assigns random node ids)."""
+    queries = [Message(RecordDict(), node_id, MessageType.QUERY) for node_id in grid.get_node_ids()]
+    replies = grid.send_and_receive(queries)
+    hospitals = plan.federation.hospitals
+    return {r.metadata.src_node_id: hospitals[int(r.content["site"]["partition-id"])] for r in replies}
+
+
+def run_ray(plan: Plan) -> Outcome:
+    """The same ClientApp on Flower's own simulation runtime (``run_simulation`` over Ray)."""
+    from flwr.simulation import run_simulation
+
+    outcome: list[Outcome] = []
+    server = ServerApp()
+
+    @server.main()
+    def main(grid: Grid, context) -> None:
+        hospital_of = _discover_hospitals(grid, plan)
+        outcome.append(serve(grid, plan, hospital_of=lambda node_id: hospital_of.get(node_id, f"node-{node_id}")))
+
+    with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
+        run_simulation(
+            server_app=server,
+            client_app=make_client_app(plan.federation, plan.model_fn, plan.client_mods),
+            num_supernodes=plan.federation.n_hospitals,
+            backend_config={
+                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+                "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False},
+            },
+        )
+    if not outcome:
+        raise RuntimeError("Flower's simulation runtime ended without a result; its log above says why")
+    return outcome[0]
+
+
+def run(plan: Plan, engine: str) -> Outcome:
+    """Run ``plan`` on the named engine."""
+    return {"inprocess": run_inprocess, "ray": run_ray}[engine](plan)
+
+
+__all__ = ["ENGINES", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan", "RoundObserver", "run"]

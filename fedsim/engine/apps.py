@@ -1,0 +1,125 @@
+"""The ClientApp every hospital runs and the server loop both engines share."""
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+from flwr.serverapp import Grid
+from flwr.serverapp.strategy import Strategy
+from tqdm.auto import tqdm
+
+from fedsim.engine.observers import ObservingGrid, RoundObserver
+from fedsim.federation import Federation
+from fedsim.metrics import binary_metrics, tidy_metrics
+from fedsim.models import ModelFn
+from fedsim.training import trainer_for
+
+
+@dataclass(frozen=True, eq=False)
+class Plan:
+    """Everything an engine needs to run one federated experiment."""
+
+    federation: Federation
+    model_fn: ModelFn
+    strategy: Strategy
+    rounds: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    local_steps: int | None
+    seed: int
+    observers: Sequence[RoundObserver] = ()
+    client_mods: Sequence[Callable] = ()
+    label: str = "fedsim"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What a run leaves: the final global weights and tidy evaluation rows."""
+
+    weights: list[np.ndarray]
+    rows: list[dict]
+
+
+def train_config(plan: Plan) -> ConfigRecord:
+    """The training settings every hospital receives each round."""
+    config = {"lr": plan.learning_rate, "local-epochs": plan.local_epochs,
+              "batch-size": plan.batch_size, "seed": plan.seed}
+    if plan.local_steps is not None:
+        config["local-steps"] = plan.local_steps
+    return ConfigRecord(config)
+
+
+def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = ()) -> ClientApp:
+    """A ClientApp that trains the shared model on the calling node's hospital."""
+    app = ClientApp(mods=list(mods))
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        hospital = int(context.node_config["partition-id"])
+        config = message.content["config"]
+        x, y = fed.train_rows(hospital)
+        rng = np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
+        weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
+            message.content["arrays"].to_numpy_ndarrays(), x, y,
+            epochs=int(config["local-epochs"]),
+            batch_size=int(config["batch-size"]),
+            learning_rate=float(config["lr"]),
+            rng=rng,
+            proximal_mu=float(config.get("proximal-mu", 0.0)),
+            max_steps=int(config["local-steps"]) if "local-steps" in config else None,
+        )
+        metrics = MetricRecord({"num-examples": len(y), "train_loss": loss, "local_steps": steps})
+        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=message)
+
+    @app.evaluate()
+    def evaluate(message: Message, context: Context) -> Message:
+        x, y = fed.test_rows(int(context.node_config["partition-id"]))
+        p = trainer_for(model_fn, fed.n_features).predict(message.content["arrays"].to_numpy_ndarrays(), x)
+        scores = {k: v for k, v in binary_metrics(y, p).items() if np.isfinite(v)}
+        return Message(RecordDict({"metrics": MetricRecord({"num-examples": len(y), **scores})}), reply_to=message)
+
+    @app.query()
+    def identify(message: Message, context: Context) -> Message:
+        """Which hospital this node serves (the server's node-to-hospital map)."""
+        partition = int(context.node_config["partition-id"])
+        return Message(RecordDict({"site": ConfigRecord({"partition-id": partition})}), reply_to=message)
+
+    return app
+
+
+def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
+    """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
+    fed = plan.federation
+    trainer = trainer_for(plan.model_fn, fed.n_features)
+    rows: list[dict] = []
+    latest: list[list[np.ndarray]] = []
+    progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
+
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+        weights = arrays.to_numpy_ndarrays()
+        latest[:] = [weights]
+        p = trainer.predict(weights, fed.x_test)
+        new = tidy_metrics(server_round, fed.y_test, p, fed.test_offsets, list(fed.hospitals))
+        rows.extend(new)
+        if server_round:
+            progress.set_postfix(auroc=f"{new[0]['value']:.3f}")
+            progress.update()
+        return MetricRecord({r["metric"]: r["value"] for r in new if r["scope"] == "global"})
+
+    random.seed(plan.seed)  # Flower samples hospitals with the `random` module
+    initial = trainer.initial_weights(plan.seed)
+    try:
+        plan.strategy.start(
+            grid=ObservingGrid(grid, plan.observers, hospital_of),
+            initial_arrays=ArrayRecord(initial),
+            num_rounds=plan.rounds,
+            train_config=train_config(plan),
+            evaluate_fn=evaluate,
+        )
+    finally:
+        progress.close()
+    return Outcome(weights=latest[0], rows=rows)

@@ -1,0 +1,126 @@
+"""Experiment spec -> run -> Result."""
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import pandas as pd
+from flwr.serverapp.strategy import Strategy
+
+from fedsim import engine
+from fedsim.engine import Plan, RoundObserver
+from fedsim.federation import Federation
+from fedsim.models import ModelFn, resolve_model
+from fedsim.results import Result, tidy
+from fedsim.strategies import make_strategy
+
+
+def _check_int(field: str, value, minimum: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class Experiment:
+    """One federated training run, fully specified; ``run()`` it for a Result.
+
+    ``strategy`` is a name from ``fedsim.strategies.STRATEGIES`` or any Flower
+    ``Strategy`` instance (used as it is: its own sampling settings apply).
+    ``local_steps`` caps the optimizer steps per hospital per round.
+    ``observers`` see every message exchanged with the hospitals.
+    """
+
+    federation: Federation
+    model: str | ModelFn = "mlp"
+    strategy: str | Strategy = "fedavg"
+    rounds: int = 20
+    local_epochs: int = 1
+    batch_size: int = 32
+    learning_rate: float = 0.05
+    fraction_train: float = 1.0
+    local_steps: int | None = None
+    engine: str = "inprocess"
+    seed: int = 0
+    strategy_options: dict | None = None
+    observers: Sequence[RoundObserver] = ()
+    client_mods: Sequence[Callable] = ()
+    name: str | None = None
+
+    def __post_init__(self):
+        if not isinstance(self.federation, Federation):
+            raise ValueError(f"federation: expected a fedsim Federation, got {type(self.federation).__name__}")
+        if not (isinstance(self.fraction_train, (int, float)) and 0 < self.fraction_train <= 1):
+            raise ValueError(f"fraction_train: must be in (0, 1], got {self.fraction_train!r}")
+        resolve_model(self.model)
+        make_strategy(self.strategy, self.fraction_train, self.strategy_options)
+        _check_int("rounds", self.rounds, 1)
+        _check_int("local_epochs", self.local_epochs, 1)
+        _check_int("batch_size", self.batch_size, 1)
+        _check_int("seed", self.seed, 0)
+        if self.local_steps is not None:
+            _check_int("local_steps", self.local_steps, 1)
+        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
+            raise ValueError(f"learning_rate: must be a number > 0, got {self.learning_rate!r}")
+        if self.engine not in engine.ENGINES:
+            raise ValueError(f"engine: unknown {self.engine!r}; allowed: {list(engine.ENGINES)}")
+        for observer in self.observers:
+            if not callable(getattr(observer, "on_exchange", None)):
+                raise ValueError(f"observers: {observer!r} has no on_exchange(exchange) method")
+
+    @property
+    def label(self) -> str:
+        """The run's name: ``name`` or the strategy's."""
+        if self.name:
+            return self.name
+        return self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
+
+    def replace(self, **changes) -> "Experiment":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def config(self) -> dict:
+        """The resolved settings, as plain values (for logs and results folders)."""
+        def plain(value):
+            return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
+
+        return {
+            "federation": repr(self.federation), "model": plain(self.model), "strategy": plain(self.strategy),
+            "strategy_options": dict(self.strategy_options or {}), "rounds": self.rounds,
+            "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
+            "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
+        }
+
+    def run(self) -> Result:
+        """Train, evaluating the global model on every test split each round."""
+        model_fn = resolve_model(self.model)
+        plan = Plan(
+            federation=self.federation,
+            model_fn=model_fn,
+            strategy=make_strategy(self.strategy, self.fraction_train, self.strategy_options),
+            rounds=self.rounds,
+            local_epochs=self.local_epochs,
+            batch_size=self.batch_size,
+            learning_rate=float(self.learning_rate),
+            local_steps=self.local_steps,
+            seed=self.seed,
+            observers=tuple(self.observers),
+            client_mods=tuple(self.client_mods),
+            label=self.label,
+        )
+        outcome = engine.run(plan, self.engine)
+        return Result(self.label, tidy(outcome.rows), outcome.weights, self.federation, model_fn, self.config())
+
+
+def compare(runs: dict[str, "Experiment | Result"]) -> pd.DataFrame:
+    """Run what is not yet run; one tidy table with a ``run`` column."""
+    if not runs:
+        raise ValueError("runs: give at least one {name: Experiment or Result}")
+    frames = []
+    for name, item in runs.items():
+        if isinstance(item, Experiment):
+            item = item.replace(name=item.name or name).run()
+        if not isinstance(item, Result):
+            raise ValueError(f"runs[{name!r}]: expected an Experiment or Result, got {type(item).__name__}")
+        frames.append(item.metrics.assign(run=name))
+    return pd.concat(frames, ignore_index=True)[["run", "round", "scope", "metric", "value"]]

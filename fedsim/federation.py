@@ -1,0 +1,288 @@
+"""Hospital federations: each hospital's rows, its train/test split, one preprocessor.
+
+Hospitals are data, not objects: all training rows live in one float32 matrix,
+hospital ``i`` owns rows ``train_offsets[i]:train_offsets[i + 1]`` (same for
+test). The pooled per-hospital test splits form the global held-out test set.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+import data_synthetic
+
+SCHEMES = ("iid", "dirichlet", "quantity")
+
+
+class Preprocessor:
+    """Column-wise preprocessing fitted on training rows only.
+
+    Numeric columns are standardised with the training mean and standard
+    deviation; a missing value becomes the training mean (0 after scaling) and,
+    for columns with missing training values, a ``<column>_missing`` indicator is
+    added. String/categorical columns are one-hot encoded with the categories
+    seen in training; a missing or unseen category encodes as all zeros. In a
+    real deployment these statistics would come from one federated statistics
+    round over the training splits; no test row ever contributes.
+    """
+
+    def __init__(self, train: pd.DataFrame, features: list[str]):
+        self.features = list(features)
+        self.numeric = [c for c in features if pd.api.types.is_numeric_dtype(train[c])]
+        self.categorical = [c for c in features if c not in self.numeric]
+        numbers = train[self.numeric].astype("float64")
+        self.mean = numbers.mean().fillna(0.0).to_numpy()
+        self.std = numbers.std(ddof=0).fillna(1.0).replace(0.0, 1.0).to_numpy()
+        self.flagged = [c for c in self.numeric if train[c].isna().any()]
+        self.categories = {
+            c: sorted(train[c].dropna().astype(str).unique()) for c in self.categorical
+        }
+        self.feature_names = (
+            self.numeric
+            + [f"{c}_missing" for c in self.flagged]
+            + [f"{c}={v}" for c in self.categorical for v in self.categories[c]]
+        )
+
+    def transform(self, df: pd.DataFrame) -> np.ndarray:
+        """The model's float32 input matrix for raw rows with the training columns."""
+        missing = [c for c in self.features if c not in df.columns]
+        if missing:
+            raise ValueError(f"columns: missing {missing}; the model was trained on {self.features}")
+        numbers = df[self.numeric].astype("float64").to_numpy()
+        scaled = np.nan_to_num((numbers - self.mean) / self.std, nan=0.0)
+        flags = df[self.flagged].isna().to_numpy(dtype=np.float64)
+        onehots = [
+            (df[c].astype(str).to_numpy()[:, None] == np.array(self.categories[c])[None, :])
+            & df[c].notna().to_numpy()[:, None]
+            for c in self.categorical
+        ]
+        return np.hstack([scaled, flags, *onehots]).astype(np.float32)
+
+
+def _binary_target(values: pd.Series, positive) -> np.ndarray:
+    """0/1 labels from a two-valued column; ``positive`` names the class coded 1."""
+    if values.isna().any():
+        raise ValueError(f"target: {int(values.isna().sum())} rows have no outcome; drop or label them")
+    classes = sorted(values.unique(), key=str)
+    if len(classes) != 2:
+        raise ValueError(f"target: must be binary (two distinct values), found {len(classes)}: {classes[:5]}")
+    if positive is None:
+        positive = 1 if set(classes) <= {0, 1} or set(classes) == {False, True} else classes[1]
+    if positive not in classes:
+        raise ValueError(f"positive: {positive!r} is not a target value; allowed: {classes}")
+    return (values == positive).to_numpy(dtype=np.float32)
+
+
+def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, rng: np.random.Generator) -> np.ndarray:
+    """Stratified per-hospital test mask: a ``test_size`` share of each hospital's cases and controls."""
+    frame = pd.DataFrame({"site": sites, "y": y, "key": rng.random(len(y))})
+    rank = frame.sort_values("key").groupby(["site", "y"]).cumcount().sort_index()
+    size = frame.groupby(["site", "y"])["y"].transform("size")
+    return (rank < np.round(test_size * size)).to_numpy()
+
+
+@dataclass(frozen=True, eq=False)
+class Federation:
+    """Hospitals' preprocessed train/test rows plus what is needed to explain them."""
+
+    hospitals: tuple[str, ...]
+    x_train: np.ndarray
+    y_train: np.ndarray
+    train_offsets: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    test_offsets: np.ndarray
+    preprocessor: Preprocessor
+    data: pd.DataFrame
+    target: str
+    site: str
+    seed: int
+    name: str = "custom"
+
+    @classmethod
+    def from_dataframe(
+        cls,
+        df: pd.DataFrame,
+        target: str,
+        site: str,
+        test_size: float = 0.2,
+        seed: int = 0,
+        features: list[str] | None = None,
+        positive=None,
+        name: str = "custom",
+    ) -> "Federation":
+        """One hospital per distinct value of ``site``; every other column is a feature.
+
+        ``target`` must be binary (0/1, bool, or two values with ``positive``
+        naming the class coded 1, the later one in sort order by default).
+        Numeric and string columns are accepted, missing values are imputed (see
+        ``Preprocessor``). Each hospital's rows are split into train and test,
+        stratified by outcome, before any statistic is computed.
+        """
+        if not isinstance(df, pd.DataFrame):
+            raise ValueError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
+        for field, column in (("target", target), ("site", site)):
+            if column not in df.columns:
+                raise ValueError(f"{field}: column {column!r} not found; columns are {list(df.columns)}")
+        if not 0 < test_size < 1:
+            raise ValueError(f"test_size: must be in (0, 1), got {test_size}")
+        if df[site].isna().any():
+            raise ValueError(f"site: {int(df[site].isna().sum())} rows have no site")
+        if df[site].nunique() < 2:
+            raise ValueError(f"site: a federation needs at least 2 sites, column {site!r} has {df[site].nunique()}")
+        features = [c for c in df.columns if c not in (target, site)] if features is None else list(features)
+        unknown = [c for c in features if c not in df.columns or c in (target, site)]
+        if unknown or not features:
+            raise ValueError(f"features: {unknown or 'none'} not usable; allowed: columns other than target and site")
+        odd = [c for c in features if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_object_dtype(df[c])
+                                          or isinstance(df[c].dtype, (pd.CategoricalDtype, pd.StringDtype)))]
+        if odd:
+            raise ValueError(f"features: columns {odd} are neither numeric nor categorical; drop or convert them")
+
+        y = _binary_target(df[target], positive)
+        sites = df[site].astype(str).to_numpy()
+        is_test = _split_mask(sites, y, test_size, np.random.default_rng(seed))
+        # Hospital-major row order, so each hospital is one contiguous slice.
+        order = np.lexsort((np.arange(len(df)), sites))
+        data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
+        sites, y, is_test = sites[order], y[order], is_test[order]
+        hospitals = tuple(sorted(set(sites)))
+        train = data[~is_test]
+        pre = Preprocessor(train, features)
+        x = pre.transform(data)
+
+        def offsets(mask):
+            counts = pd.Series(sites[mask]).value_counts().reindex(hospitals, fill_value=0)
+            return np.concatenate([[0], np.cumsum(counts.to_numpy())])
+
+        return cls(
+            hospitals=hospitals,
+            x_train=np.ascontiguousarray(x[~is_test]),
+            y_train=y[~is_test],
+            train_offsets=offsets(~is_test),
+            x_test=np.ascontiguousarray(x[is_test]),
+            y_test=y[is_test],
+            test_offsets=offsets(is_test),
+            preprocessor=pre,
+            data=data,
+            target=target,
+            site=site,
+            seed=seed,
+            name=name,
+        )
+
+    @classmethod
+    def partition(
+        cls,
+        df: pd.DataFrame,
+        target: str,
+        n_hospitals: int,
+        scheme: str = "iid",
+        alpha: float = 0.5,
+        seed: int = 0,
+        test_size: float = 0.2,
+        min_rows: int = 10,
+    ) -> "Federation":
+        """Split one table into ``n_hospitals`` virtual hospitals.
+
+        ``iid``: uniform random assignment. ``dirichlet``: each outcome class is
+        spread over hospitals with Dirichlet(alpha) proportions (label skew;
+        smaller alpha = more skew). ``quantity``: hospital sizes follow
+        Dirichlet(alpha) proportions. Every hospital gets at least ``min_rows``.
+        """
+        if scheme not in SCHEMES:
+            raise ValueError(f"scheme: unknown {scheme!r}; allowed: {list(SCHEMES)}")
+        if not isinstance(n_hospitals, int) or n_hospitals < 2:
+            raise ValueError(f"n_hospitals: must be an integer >= 2, got {n_hospitals!r}")
+        if alpha <= 0:
+            raise ValueError(f"alpha: must be > 0, got {alpha}")
+        if target not in df.columns:
+            raise ValueError(f"target: column {target!r} not found; columns are {list(df.columns)}")
+        if len(df) < n_hospitals * min_rows:
+            raise ValueError(f"n_hospitals: {len(df)} rows cannot give {n_hospitals} hospitals {min_rows} rows each")
+        rng = np.random.default_rng(seed)
+        labels = _binary_target(df[target], None) if scheme == "dirichlet" else np.zeros(len(df))
+        for _ in range(100):
+            site = np.empty(len(df), dtype=np.int64)
+            for label in np.unique(labels):
+                rows = rng.permutation(np.flatnonzero(labels == label))
+                share = np.full(n_hospitals, 1.0 / n_hospitals) if scheme == "iid" else rng.dirichlet([alpha] * n_hospitals)
+                cuts = np.round(np.cumsum(share)[:-1] * len(rows)).astype(int)
+                for h, part in enumerate(np.split(rows, cuts)):
+                    site[part] = h
+            if np.bincount(site, minlength=n_hospitals).min() >= min_rows:
+                break
+        else:
+            raise ValueError(f"alpha: {alpha} is too skewed to give every hospital {min_rows} rows; raise alpha")
+        width = max(3, len(str(n_hospitals - 1)))
+        sites = pd.Series([f"H{h:0{width}d}" for h in site], index=df.index)
+        return cls.from_dataframe(df.assign(hospital=sites), target=target, site="hospital",
+                                  test_size=test_size, seed=seed, name=f"{scheme} partition")
+
+    # --- views -------------------------------------------------------------------
+
+    @property
+    def n_hospitals(self) -> int:
+        return len(self.hospitals)
+
+    @property
+    def n_features(self) -> int:
+        return self.x_train.shape[1]
+
+    def train_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hospital ``i``'s training features and labels (views, no copy)."""
+        lo, hi = self.train_offsets[i], self.train_offsets[i + 1]
+        return self.x_train[lo:hi], self.y_train[lo:hi]
+
+    def test_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Hospital ``i``'s test features and labels (views, no copy)."""
+        lo, hi = self.test_offsets[i], self.test_offsets[i + 1]
+        return self.x_test[lo:hi], self.y_test[lo:hi]
+
+    def summary(self) -> pd.DataFrame:
+        """One row per hospital: sizes, outcome prevalence, mean age (if any), missingness."""
+        grouped = self.data.groupby(self.site, sort=True)
+        features = self.preprocessor.features
+        table = pd.DataFrame({
+            "n": grouped.size(),
+            "n_train": np.diff(self.train_offsets),
+            "n_test": np.diff(self.test_offsets),
+            "prevalence": pd.Series(
+                np.concatenate([self.y_train, self.y_test]),
+                index=np.concatenate([np.repeat(self.hospitals, np.diff(self.train_offsets)),
+                                      np.repeat(self.hospitals, np.diff(self.test_offsets))]),
+            ).groupby(level=0).mean(),
+        })
+        if "age" in features:
+            table["age_mean"] = grouped["age"].mean()
+        table["missing_rate"] = self.data[features].isna().groupby(self.data[self.site]).mean().mean(axis=1)
+        return table.rename_axis("hospital").reset_index()
+
+    def plot(self):
+        """Seaborn panels of hospital heterogeneity; returns the matplotlib Figure."""
+        from fedsim.plots import plot_federation
+
+        return plot_federation(self)
+
+    def __repr__(self) -> str:
+        return (f"Federation({self.name!r}, {self.n_hospitals} hospitals, {len(self.y_train)} train / "
+                f"{len(self.y_test)} test rows, {self.n_features} model inputs)")
+
+
+def synthetic_federation(
+    scenario: str = "icu_mortality",
+    n_hospitals: int = 20,
+    n_patients: int | None = None,
+    seed: int = 0,
+    test_size: float = 0.2,
+    **knobs: float,
+) -> Federation:
+    """A federation of synthetic hospitals from a ``data_synthetic`` scenario card.
+
+    ``knobs`` are the heterogeneity knobs of ``data_synthetic.KNOBS`` (0 = IID).
+    """
+    cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
+    return Federation.from_dataframe(
+        cohort.patients, target=cohort.card.target, site="hospital", test_size=test_size, seed=seed, name=scenario
+    )

@@ -1,0 +1,65 @@
+"""Result: the tidy metrics of a run plus the final model, for any way of training."""
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from fedsim._tf import tf
+from fedsim.federation import Federation
+from fedsim.metrics import METRICS
+from fedsim.models import ModelFn
+
+
+@dataclass(eq=False)
+class Result:
+    """Metrics in long format (round, scope, metric, value) and the final weights.
+
+    ``scope`` is ``"global"`` for the pooled held-out test set, otherwise a
+    hospital id (that hospital's own test split).
+    """
+
+    name: str
+    metrics: pd.DataFrame
+    weights: list[np.ndarray]
+    federation: Federation
+    model_fn: ModelFn
+    config: dict = field(default_factory=dict)
+
+    def final(self, metric: str = "auroc", scope: str = "global") -> float:
+        """The metric after the last round."""
+        if metric not in METRICS:
+            raise ValueError(f"metric: unknown {metric!r}; allowed: {list(METRICS)}")
+        rows = self.metrics[(self.metrics.metric == metric) & (self.metrics.scope == scope)]
+        if rows.empty:
+            raise ValueError(f"scope: no {scope!r} rows; allowed: 'global' or a hospital id")
+        return float(rows.loc[rows["round"].idxmax(), "value"])
+
+    @cached_property
+    def model(self) -> tf.keras.Model:
+        """A standalone tf.keras model holding the final weights."""
+        model = self.model_fn(self.federation.n_features)
+        model.build((None, self.federation.n_features))
+        model.set_weights(self.weights)
+        return model
+
+    def predict(self, df: pd.DataFrame) -> np.ndarray:
+        """Risk scores for raw rows with the training columns (preprocessing included)."""
+        x = self.federation.preprocessor.transform(df)
+        return tf.sigmoid(self.model(x, training=False)[:, 0]).numpy()
+
+    def plot(self, metric: str = "auroc"):
+        """The global metric by round over each hospital's; returns the Figure."""
+        from fedsim.plots import plot_rounds
+
+        return plot_rounds(self.metrics, metric, title=self.name)
+
+    def __repr__(self) -> str:
+        return f"Result({self.name!r}, final auroc={self.final('auroc'):.3f})"
+
+
+def tidy(rows: list[dict]) -> pd.DataFrame:
+    """Rows as a DataFrame with fixed column order and dtypes."""
+    frame = pd.DataFrame(rows, columns=["round", "scope", "metric", "value"])
+    return frame.astype({"round": "int64", "scope": "str", "metric": "str", "value": "float64"})

@@ -1,0 +1,137 @@
+"""The compiled local training step, shared by every hospital in the process.
+
+A ``Trainer`` owns ONE tf.keras model and ONE traced ``tf.function`` that runs
+a whole local training pass (all epochs, all batches) inside the graph. Each
+hospital's turn is: assign the global weights, run the pass over that
+hospital's rows, read the weights back. Nothing is rebuilt or retraced.
+"""
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from fedsim._tf import tf
+from fedsim.models import ModelFn
+
+Weights = list[np.ndarray]
+
+
+def batch_plan(
+    n: int, epochs: int, batch_size: int, rng: np.random.Generator, max_steps: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Row order and batch boundaries for ``epochs`` shuffled passes over ``n`` rows.
+
+    Batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``; each epoch ends with its
+    partial batch. ``max_steps`` caps the number of batches.
+    """
+    order = np.concatenate([rng.permutation(n) for _ in range(epochs)]).astype(np.int32)
+    starts = [e * n + np.arange(0, n, batch_size) for e in range(epochs)]
+    bounds = np.append(np.concatenate(starts), epochs * n).astype(np.int32)
+    if max_steps is not None:
+        bounds = bounds[: max_steps + 1]
+    return order, bounds
+
+
+class Trainer:
+    """One model, its SGD optimizer and its traced train/predict functions."""
+
+    def __init__(self, model_fn: ModelFn, n_features: int):
+        self.model_fn = model_fn
+        self.n_features = n_features
+        self.model = model_fn(n_features)
+        self.model.build((None, n_features))
+        self.optimizer = tf.keras.optimizers.SGD(learning_rate=0.1)
+        weight_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.weights]
+        x_spec = tf.TensorSpec([None, n_features], tf.float32)
+        self._train = tf.function(
+            self._train_pass,
+            input_signature=[
+                weight_specs,
+                x_spec,
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.float32),
+            ],
+        )
+        self._predict = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
+
+    def _assign(self, weights):
+        for variable, value in zip(self.model.weights, weights):
+            variable.assign(value)
+
+    def _train_pass(self, weights, x, y, order, bounds, learning_rate, proximal_mu):
+        """Assign weights, run every batch of the plan, return (new weights, mean loss)."""
+        self._assign(weights)
+        self.optimizer.learning_rate.assign(learning_rate)
+        variables = self.model.trainable_variables
+        trainable = {v.ref() for v in variables}
+        anchor = [w for v, w in zip(self.model.weights, weights) if v.ref() in trainable]
+        total = tf.constant(0.0)
+        n_steps = tf.shape(bounds)[0] - 1
+        for b in tf.range(n_steps):
+            idx = order[bounds[b] : bounds[b + 1]]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)
+            with tf.GradientTape() as tape:
+                logits = self.model(xb, training=True)[:, 0]
+                loss = tf.reduce_mean(
+                    tf.nn.sigmoid_cross_entropy_with_logits(labels=yb, logits=logits)
+                )
+                # FedProx: mu/2 * ||w - w_global||^2 keeps the local model near the global one.
+                prox = tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
+                objective = loss + 0.5 * proximal_mu * prox
+            grads = tape.gradient(objective, variables)
+            self.optimizer.apply_gradients(zip(grads, variables))
+            total += loss
+        mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+        return [v.read_value() for v in self.model.weights], mean_loss
+
+    def _predict_pass(self, weights, x):
+        self._assign(weights)
+        return tf.sigmoid(self.model(x, training=False)[:, 0])
+
+    def initial_weights(self, seed: int) -> Weights:
+        """Freshly initialised weights, the same for the same seed."""
+        tf.keras.utils.set_random_seed(seed)
+        fresh = self.model_fn(self.n_features)
+        fresh.build((None, self.n_features))
+        return fresh.get_weights()
+
+    def fit(
+        self,
+        weights: Sequence[np.ndarray],
+        x: np.ndarray,
+        y: np.ndarray,
+        *,
+        epochs: int,
+        batch_size: int,
+        learning_rate: float,
+        rng: np.random.Generator,
+        proximal_mu: float = 0.0,
+        max_steps: int | None = None,
+    ) -> tuple[Weights, float, int]:
+        """Local SGD from ``weights`` on (x, y): new weights, mean loss, steps run."""
+        order, bounds = batch_plan(len(x), epochs, batch_size, rng, max_steps)
+        new, loss = self._train(
+            list(weights), x, y, order, bounds,
+            tf.constant(learning_rate, tf.float32), tf.constant(proximal_mu, tf.float32),
+        )
+        return [w.numpy() for w in new], float(loss), len(bounds) - 1
+
+    def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """Risk (probability of the positive class) for each row of ``x``."""
+        weights = [tf.constant(w) for w in weights]
+        parts = [self._predict(weights, x[i : i + chunk]).numpy() for i in range(0, len(x), chunk)]
+        return np.concatenate(parts) if parts else np.zeros(0, np.float32)
+
+
+_TRAINERS: dict[tuple[ModelFn, int], Trainer] = {}
+
+
+def trainer_for(model_fn: ModelFn, n_features: int) -> Trainer:
+    """The process-wide Trainer for this model and input width (built once)."""
+    key = (model_fn, n_features)
+    if key not in _TRAINERS:
+        _TRAINERS[key] = Trainer(model_fn, n_features)
+    return _TRAINERS[key]
