@@ -41,6 +41,7 @@ class Trainer:
         self.model = model_fn(n_features)
         self.model.build((None, n_features))
         self.optimizer = tf.keras.optimizers.SGD(learning_rate=0.1)
+        self.optimizer.build(self.model.trainable_variables)  # no variables created while tracing
         weight_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.weights]
         x_spec = tf.TensorSpec([None, n_features], tf.float32)
         self._train = tf.function(

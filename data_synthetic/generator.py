@@ -1,0 +1,125 @@
+"""`generate`: a federation of virtual hospitals with synthetic inpatient cohorts."""
+
+from __future__ import annotations
+
+import math
+import numbers
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from . import scm
+from .cards import ScenarioCard, load_card
+from .knobs import KNOBS, MIN_PATIENTS, hospital_table
+
+STREAMS = ("patients",) + KNOBS
+
+
+@dataclass(frozen=True, eq=False)
+class Cohort:
+    """Patients (one row each), hospitals (one row each, with realised knob values) and the card."""
+
+    patients: pd.DataFrame
+    hospitals: pd.DataFrame
+    card: ScenarioCard
+    knobs: dict[str, float]
+
+
+def generate(scenario: str | ScenarioCard, n_hospitals: int = 20, n_patients: int | None = None,
+             seed: int = 0, **knobs: float) -> Cohort:
+    """Generate `n_patients` (default 800 per hospital) patients across `n_hospitals` hospitals.
+
+    Knobs (see KNOBS) are 0 for IID hospitals, 1 for the documented "strong" level; default: the card's.
+    """
+    card = scenario if isinstance(scenario, ScenarioCard) else load_card(scenario)
+    n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1)
+    seed = _integer("seed", seed, minimum=0)
+    n_patients = 800 * n_hospitals if n_patients is None else _integer(
+        "n_patients", n_patients, minimum=MIN_PATIENTS * n_hospitals)
+    knobs = {name: _knob(name, value) for name, value in {**card.knobs, **knobs}.items()}
+
+    rngs = dict(zip(STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(STREAMS)))))
+    hospitals = hospital_table(rngs, n_hospitals, n_patients, knobs)
+    idx = np.repeat(np.arange(n_hospitals), hospitals["n_patients"].to_numpy())
+
+    def per_patient(column):
+        return hospitals[column].to_numpy(np.float32)[idx]
+
+    mix = hospitals[["p_emergency", "p_elective", "p_transfer"]].to_numpy(np.float32)[idx]
+    v = scm.simulate(rngs["patients"], scm.MEDIAN_AGE + per_patient("age_shift"), mix,
+                     per_patient("comorbidity_shift"))
+
+    protocol = hospitals["protocol"].to_numpy()[idx]
+    multipliers = {
+        term: np.where(protocol, np.float32(m ** knobs["concept_shift"]), np.float32(1))
+        for term, m in card.protocol.multipliers.items()
+    }
+    logit = scm.outcome_logit(v, card.intercept + per_patient("intercept_shift"), card.coefficients, multipliers)
+    target = (v["outcome_uniform"] < scm.expit(logit)).astype(np.int8)
+
+    _record(v, hospitals, idx)
+    if knobs["missingness"] > 0:
+        _blank(v, hospitals, idx, rngs["missingness"])
+
+    columns = {"hospital": pd.Categorical.from_codes(idx, categories=hospitals["hospital"])}
+    for name in scm.VARIABLES:
+        if name in card.numeric_features:
+            columns[name] = v[name]
+    for name, categories in scm.CATEGORIES.items():
+        if name in card.categorical_features:
+            columns[name] = pd.Categorical.from_codes(v[name], categories=categories)
+    columns[card.target] = target
+    return Cohort(pd.DataFrame(columns), hospitals, card, knobs)
+
+
+def _record(v, hospitals, idx):
+    """Recorded values: hospital calibration offsets (vitals) and gains (labs), rounded and clipped."""
+    for name in scm.MEASURED:
+        var = scm.VARIABLES[name]
+        if name in scm.VITALS:
+            x = v[name] + hospitals[f"offset_{name}"].to_numpy(np.float32)[idx]
+        else:
+            x = v[name] * hospitals[f"gain_{name}"].to_numpy(np.float32)[idx]
+        v[name] = np.clip(np.round(x, var.decimals), var.low, var.high)
+    v["age"] = np.floor(v["age"])
+    for name in scm.COMORBIDITIES:
+        v[name] = v[name].astype(np.int8)
+
+
+def _blank(v, hospitals, idx, rng):
+    """NaN for labs a hospital does not measure and for sporadically missing vitals and labs."""
+    rate = hospitals["missing_rate"].to_numpy(np.float32)[idx]
+    unmeasured = hospitals["unmeasured"].str.get_dummies(sep=",").reindex(columns=scm.MEASURED, fill_value=0)
+    for name in scm.MEASURED:
+        off = unmeasured[name].to_numpy(bool)[idx]
+        v[name][off | (rng.random(len(idx), dtype=np.float32) < rate)] = np.nan
+
+
+def _integer(field, value, minimum):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{field} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{field} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+def _knob(name, value):
+    if name not in KNOBS:
+        raise ValueError(f"unknown knob {name!r}; allowed knobs: {list(KNOBS)}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    return float(value)
+
+
+def calibrated_intercept(card: ScenarioCard, n_patients: int = 200_000, seed: int = 0) -> float:
+    """The intercept giving card.prevalence at all knobs 0 (how the cards' intercepts were set)."""
+    n = n_patients
+    mix = np.tile(np.float32(scm.ADMISSION_MIX), (n, 1))
+    v = scm.simulate(np.random.default_rng(seed), np.full(n, scm.MEDIAN_AGE, np.float32), mix, np.zeros(n, np.float32))
+    z = scm.outcome_logit(v, 0.0, card.coefficients).astype(np.float64)
+    lo, hi = -20.0, 20.0
+    for _ in range(50):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if scm.expit(z + mid).mean() < card.prevalence else (lo, mid)
+    return round((lo + hi) / 2, 3)
