@@ -58,6 +58,13 @@ class Trainer:
         )
         self._predict = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
 
+    def _inputs(self, weights: Sequence[np.ndarray]) -> list[tf.Tensor]:
+        """Weights as tensors of the model's dtypes (FedOpt strategies send float64)."""
+        variables = self.model.weights
+        if len(weights) != len(variables):
+            raise ValueError(f"weights: expected {len(variables)} arrays for this model, got {len(weights)}")
+        return [tf.constant(w, dtype=v.dtype) for w, v in zip(weights, variables)]
+
     def _assign(self, weights):
         for variable, value in zip(self.model.weights, weights):
             variable.assign(value)
@@ -115,14 +122,14 @@ class Trainer:
         """Local SGD from ``weights`` on (x, y): new weights, mean loss, steps run."""
         order, bounds = batch_plan(len(x), epochs, batch_size, rng, max_steps)
         new, loss = self._train(
-            list(weights), x, y, order, bounds,
+            self._inputs(weights), x, y, order, bounds,
             tf.constant(learning_rate, tf.float32), tf.constant(proximal_mu, tf.float32),
         )
         return [w.numpy() for w in new], float(loss), len(bounds) - 1
 
     def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Risk (probability of the positive class) for each row of ``x``."""
-        weights = [tf.constant(w) for w in weights]
+        weights = self._inputs(weights)
         parts = [self._predict(weights, x[i : i + chunk]).numpy() for i in range(0, len(x), chunk)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
