@@ -16,7 +16,7 @@ import fedsim as fs
 from fedsim.plots import plot_comparison
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
-                   "learning_rate", "fraction_train", "local_steps", "engine", "seed", "name")
+                   "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name")
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
 

@@ -27,6 +27,8 @@ class Experiment:
     ``strategy`` is a name from ``fedsim.strategies.STRATEGIES`` or any Flower
     ``Strategy`` instance (used as it is: its own sampling settings apply).
     ``local_steps`` caps the optimizer steps per hospital per round.
+    ``evaluate_every`` evaluates the global model every k rounds (and always
+    before the first and after the last).
     ``observers`` see every message exchanged with the hospitals.
     """
 
@@ -41,6 +43,7 @@ class Experiment:
     local_steps: int | None = None
     engine: str = "inprocess"
     seed: int = 0
+    evaluate_every: int = 1
     strategy_options: dict | None = None
     observers: Sequence[RoundObserver] = ()
     client_mods: Sequence[Callable] = ()
@@ -57,6 +60,7 @@ class Experiment:
         _check_int("local_epochs", self.local_epochs, 1)
         _check_int("batch_size", self.batch_size, 1)
         _check_int("seed", self.seed, 0)
+        _check_int("evaluate_every", self.evaluate_every, 1)
         if self.local_steps is not None:
             _check_int("local_steps", self.local_steps, 1)
         if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
@@ -89,6 +93,7 @@ class Experiment:
             "local_epochs": self.local_epochs, "batch_size": self.batch_size,
             "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
             "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
+            "evaluate_every": self.evaluate_every,
         }
 
     def run(self) -> Result:
@@ -104,6 +109,7 @@ class Experiment:
             learning_rate=float(self.learning_rate),
             local_steps=self.local_steps,
             seed=self.seed,
+            evaluate_every=self.evaluate_every,
             observers=tuple(self.observers),
             client_mods=tuple(self.client_mods),
             label=self.label,

@@ -40,11 +40,12 @@ class Trainer:
         self.n_features = n_features
         self.model = model_fn(n_features)
         self.model.build((None, n_features))
+        self._initial: dict[int, Weights] = {}
         self.optimizer = tf.keras.optimizers.SGD(learning_rate=0.1)
         self.optimizer.build(self.model.trainable_variables)  # no variables created while tracing
         weight_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.weights]
         x_spec = tf.TensorSpec([None, n_features], tf.float32)
-        self._train = tf.function(
+        self.train_function = tf.function(
             self._train_pass,
             input_signature=[
                 weight_specs,
@@ -56,7 +57,10 @@ class Trainer:
                 tf.TensorSpec([], tf.float32),
             ],
         )
-        self._predict = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
+        self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
+        # Traced once, here; calling the concrete functions skips per-call argument binding.
+        self._train = self.train_function.get_concrete_function()
+        self._predict = self.predict_function.get_concrete_function()
 
     def _inputs(self, weights: Sequence[np.ndarray]) -> list[tf.Tensor]:
         """Weights as tensors of the model's dtypes (FedOpt strategies send float64)."""
@@ -101,10 +105,12 @@ class Trainer:
 
     def initial_weights(self, seed: int) -> Weights:
         """Freshly initialised weights, the same for the same seed."""
-        tf.keras.utils.set_random_seed(seed)
-        fresh = self.model_fn(self.n_features)
-        fresh.build((None, self.n_features))
-        return fresh.get_weights()
+        if seed not in self._initial:
+            tf.keras.utils.set_random_seed(seed)
+            fresh = self.model_fn(self.n_features)
+            fresh.build((None, self.n_features))
+            self._initial[seed] = fresh.get_weights()
+        return [w.copy() for w in self._initial[seed]]
 
     def fit(
         self,

@@ -75,6 +75,7 @@ def test_fedprox_and_fedadam_train(small_fed):
         ({"batch_size": 0}, "batch_size"),
         ({"local_steps": 0}, "local_steps"),
         ({"engine": "spark"}, "engine"),
+        ({"evaluate_every": 0}, "evaluate_every"),
         ({"strategy_options": {"bogus": 1}}, "strategy_options"),
         ({"observers": [object()]}, "observers"),
         ({"federation": "icu"}, "federation"),
@@ -83,6 +84,11 @@ def test_fedprox_and_fedadam_train(small_fed):
 def test_bad_settings_raise_naming_the_field(small_fed, changes, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         fs.Experiment(**{"federation": small_fed, **changes})
+
+
+def test_evaluate_every_skips_rounds_but_keeps_first_and_last(small_fed):
+    res = fs.Experiment(federation=small_fed, rounds=5, evaluate_every=2).run()
+    assert sorted(res.metrics["round"].unique()) == [0, 2, 4, 5]
 
 
 def test_local_steps_caps_the_work_per_round(small_fed):

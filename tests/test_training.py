@@ -24,8 +24,8 @@ def test_one_model_and_one_trace_serve_every_hospital():
         assert steps == 2 * -(-n // 16) and np.isfinite(loss)
         assert not np.allclose(new[0], weights[0])
         trainer.predict(new, x)
-    assert trainer._train.experimental_get_tracing_count() == 1
-    assert trainer._predict.experimental_get_tracing_count() == 1
+    assert trainer.train_function.experimental_get_tracing_count() == 1
+    assert trainer.predict_function.experimental_get_tracing_count() == 1
 
 
 def test_initial_weights_depend_only_on_seed():

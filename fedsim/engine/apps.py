@@ -31,6 +31,7 @@ class Plan:
     learning_rate: float
     local_steps: int | None
     seed: int
+    evaluate_every: int = 1
     observers: Sequence[RoundObserver] = ()
     client_mods: Sequence[Callable] = ()
     label: str = "fedsim"
@@ -99,9 +100,12 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
     latest: list[list[np.ndarray]] = []
     progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord:
+    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
         weights = arrays.to_numpy_ndarrays()
         latest[:] = [weights]
+        if server_round % plan.evaluate_every and server_round != plan.rounds:
+            progress.update()
+            return None
         p = trainer.predict(weights, fed.x_test)
         new = tidy_metrics(server_round, fed.y_test, p, fed.test_offsets, list(fed.hospitals))
         rows.extend(new)
