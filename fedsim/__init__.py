@@ -7,6 +7,7 @@
 """
 
 from fedsim import _tf  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
+from data_synthetic import KNOBS, list_scenarios
 from fedsim import baselines, plots
 from fedsim.engine import Exchange, RoundObserver
 from fedsim.experiment import Experiment, compare
@@ -17,6 +18,6 @@ from fedsim.strategies import STRATEGIES
 __version__ = "0.1.0"
 
 __all__ = [
-    "STRATEGIES", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
+    "KNOBS", "STRATEGIES", "list_scenarios", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
     "baselines", "compare", "plots", "synthetic_federation",
 ]

@@ -5,6 +5,7 @@ hospital ``i`` owns rows ``train_offsets[i]:train_offsets[i + 1]`` (same for
 test). The pooled per-hospital test splits form the global held-out test set.
 """
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,6 +100,7 @@ class Federation:
     site: str
     seed: int
     name: str = "custom"
+    sites: pd.DataFrame | None = None  # per-hospital profile of a synthetic scenario (kind, protocol, ...)
 
     @classmethod
     def from_dataframe(
@@ -283,6 +285,7 @@ def synthetic_federation(
     ``knobs`` are the heterogeneity knobs of ``data_synthetic.KNOBS`` (0 = IID).
     """
     cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
-    return Federation.from_dataframe(
+    fed = Federation.from_dataframe(
         cohort.patients, target=cohort.card.target, site="hospital", test_size=test_size, seed=seed, name=scenario
     )
+    return dataclasses.replace(fed, sites=cohort.hospitals)

@@ -1,11 +1,19 @@
-"""Seaborn figures for federations and tidy result tables."""
+"""Seaborn figures for federations and tidy result tables.
 
-import matplotlib
+Each function returns its Figure, already closed: Jupyter shows it once (as
+the cell's value), scripts save it with ``fig.savefig``.
+"""
 
-matplotlib.use("Agg") if not matplotlib.get_backend().lower().startswith(("module://", "qt", "tk", "macosx")) else None
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib.ticker import MaxNLocator
+
+
+def _done(fig):
+    """Close ``fig`` so pyplot does not show it a second time, and return it."""
+    plt.close(fig)
+    return fig
 
 
 def plot_federation(fed):
@@ -32,7 +40,7 @@ def plot_federation(fed):
     for ax in axes.flat[:3]:
         ax.tick_params(axis="x", rotation=90, labelsize=7)
     fig.suptitle(repr(fed))
-    return fig
+    return _done(fig)
 
 
 def plot_rounds(metrics: pd.DataFrame, metric: str = "auroc", title: str = ""):
@@ -46,7 +54,8 @@ def plot_rounds(metrics: pd.DataFrame, metric: str = "auroc", title: str = ""):
     sns.lineplot(rows[rows.scope == "global"], x="round", y="value", color="tab:blue", lw=2.5, ax=ax,
                  label="global test set")
     ax.set(ylabel=metric.upper(), title=title)
-    return fig
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _done(fig)
 
 
 def plot_comparison(table: pd.DataFrame, metric: str = "auroc"):
@@ -54,5 +63,6 @@ def plot_comparison(table: pd.DataFrame, metric: str = "auroc"):
     rows = table[(table.metric == metric) & (table.scope == "global")]
     fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
     sns.lineplot(rows, x="round", y="value", hue="run", ax=ax)
-    ax.set(ylabel=f"global {metric.upper()}")
-    return fig
+    ax.set(ylabel=f"global {metric.upper()}", xlabel="round (epoch for baselines)")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    return _done(fig)

@@ -83,7 +83,10 @@ def test_federated_evaluation_runs_on_hospital_test_splits(small_fed):
 
 def test_ray_engine_runs_the_same_clientapp_with_the_same_numbers(small_fed):
     inprocess = fs.Experiment(federation=small_fed, rounds=2).run()
-    ray = fs.Experiment(federation=small_fed, rounds=2, engine="ray").run()
+    recorder = Recorder()
+    ray = fs.Experiment(federation=small_fed, rounds=2, engine="ray", observers=[recorder]).run()
+    assert [e.failures() for e in recorder.exchanges] == [{}, {}]
+    assert [set(e.replies) for e in recorder.exchanges] == [set(small_fed.hospitals)] * 2
     merged = inprocess.metrics.merge(ray.metrics, on=["round", "scope", "metric"])
     assert len(merged) == len(inprocess.metrics)
     assert np.allclose(merged.value_x, merged.value_y, atol=1e-5, equal_nan=True)

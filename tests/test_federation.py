@@ -100,6 +100,8 @@ def test_synthetic_federation_is_deterministic_and_summarised(small_fed):
     summary = small_fed.summary()
     assert {"hospital", "n", "n_train", "n_test", "prevalence", "age_mean", "missing_rate"} <= set(summary)
     assert summary.n_train.sum() == len(small_fed.y_train)
+    assert list(small_fed.sites.hospital) == list(small_fed.hospitals)
+    assert (small_fed.sites.n_patients.to_numpy() == summary.n.to_numpy()).all()
     with pytest.raises(ValueError, match="scenario"):
         fs.synthetic_federation("no_such_scenario")
 
