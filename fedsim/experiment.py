@@ -8,10 +8,11 @@ import pandas as pd
 from flwr.serverapp.strategy import Strategy
 
 from fedsim import engine
+from fedsim.components import Component, as_components
 from fedsim.engine import Plan, RoundObserver
 from fedsim.federation import Federation
 from fedsim.models import ModelFn, resolve_model
-from fedsim.results import Result, tidy
+from fedsim.results import Result, participation_table, tidy
 from fedsim.strategies import make_strategy
 
 
@@ -30,6 +31,7 @@ class Experiment:
     ``evaluate_every`` evaluates the global model every k rounds (and always
     before the first and after the last).
     ``observers`` see every message exchanged with the hospitals.
+    ``privacy`` takes components from ``fedsim.privacy`` (one or a list).
     """
 
     federation: Federation
@@ -45,6 +47,7 @@ class Experiment:
     seed: int = 0
     evaluate_every: int = 1
     strategy_options: dict | None = None
+    privacy: Component | Sequence[Component] | None = None
     observers: Sequence[RoundObserver] = ()
     client_mods: Sequence[Callable] = ()
     name: str | None = None
@@ -67,6 +70,7 @@ class Experiment:
             raise ValueError(f"learning_rate: must be a number > 0, got {self.learning_rate!r}")
         if self.engine not in engine.ENGINES:
             raise ValueError(f"engine: unknown {self.engine!r}; allowed: {list(engine.ENGINES)}")
+        as_components("privacy", self.privacy)
         for observer in self.observers:
             if not callable(getattr(observer, "on_exchange", None)):
                 raise ValueError(f"observers: {observer!r} has no on_exchange(exchange) method")
@@ -94,6 +98,7 @@ class Experiment:
             "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
             "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
             "evaluate_every": self.evaluate_every,
+            "components": [repr(c) for c in self.components()],
         }
 
     def run(self) -> Result:
@@ -110,12 +115,21 @@ class Experiment:
             local_steps=self.local_steps,
             seed=self.seed,
             evaluate_every=self.evaluate_every,
-            observers=tuple(self.observers),
-            client_mods=tuple(self.client_mods),
             label=self.label,
+            observers=list(self.observers),
+            client_mods=list(self.client_mods),
         )
+        for component in self.components():
+            component.install(plan)
         outcome = engine.run(plan, self.engine)
-        return Result(self.label, tidy(outcome.rows), outcome.weights, self.federation, model_fn, self.config())
+        tables = {"participation": participation_table(outcome.events)}
+        tables.update({name: report() for name, report in plan.reports.items()})
+        return Result(self.label, tidy(outcome.rows), outcome.weights, self.federation, model_fn,
+                      self.config(), tables)
+
+    def components(self) -> tuple[Component, ...]:
+        """Every component of this experiment, in the order they are installed."""
+        return as_components("privacy", self.privacy)
 
 
 def compare(runs: dict[str, "Experiment | Result"]) -> pd.DataFrame:

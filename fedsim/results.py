@@ -26,6 +26,17 @@ class Result:
     federation: Federation
     model_fn: ModelFn
     config: dict = field(default_factory=dict)
+    tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+
+    @property
+    def participation(self) -> pd.DataFrame:
+        """Hospitals excluded, failed or rejected, per round (round, hospital, event, reason)."""
+        return self.tables.get("participation", participation_table([]))
+
+    @property
+    def privacy(self) -> pd.DataFrame:
+        """The privacy ledger: one row per hospital and unit of privacy (empty without DP)."""
+        return self.tables.get("privacy", pd.DataFrame())
 
     def final(self, metric: str = "auroc", scope: str = "global") -> float:
         """The metric after the last round."""
@@ -57,6 +68,11 @@ class Result:
 
     def __repr__(self) -> str:
         return f"Result({self.name!r}, final auroc={self.final('auroc'):.3f})"
+
+
+def participation_table(events: list[dict]) -> pd.DataFrame:
+    """Participation events as a table with fixed columns."""
+    return pd.DataFrame(events, columns=["round", "hospital", "event", "reason"])
 
 
 def tidy(rows: list[dict]) -> pd.DataFrame:

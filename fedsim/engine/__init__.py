@@ -2,6 +2,7 @@
 
 import logging
 import os
+import time
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
@@ -9,7 +10,7 @@ from flwr.serverapp import Grid, ServerApp
 from fedsim._flower import flower_log_level
 from fedsim.engine.apps import Outcome, Plan, make_client_app, serve
 from fedsim.engine.grid import InProcessGrid
-from fedsim.engine.observers import Exchange, ObservingGrid, RoundObserver
+from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver
 
 ENGINES = ("inprocess", "ray")
 
@@ -22,9 +23,14 @@ def run_inprocess(plan: Plan) -> Outcome:
         return serve(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
 
-def _discover_hospitals(grid: Grid, plan: Plan) -> dict[int, str]:
+def _discover_hospitals(grid: Grid, plan: Plan, wait_s: float = 120) -> dict[int, str]:
     """Ask each node which hospital it serves (Ray assigns random node ids)."""
-    queries = [Message(RecordDict(), node_id, MessageType.QUERY) for node_id in grid.get_node_ids()]
+    deadline = time.monotonic() + wait_s
+    while len(node_ids := list(grid.get_node_ids())) < plan.federation.n_hospitals:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"only {len(node_ids)} of {plan.federation.n_hospitals} simulated nodes registered")
+        time.sleep(0.1)  # the simulation runtime registers its nodes while the ServerApp starts
+    queries = [Message(RecordDict(), node_id, MessageType.QUERY) for node_id in node_ids]
     replies = grid.send_and_receive(queries)
     hospitals = plan.federation.hospitals
     return {r.metadata.src_node_id: hospitals[int(r.content["site"]["partition-id"])] for r in replies}
@@ -40,7 +46,7 @@ def run_ray(plan: Plan) -> Outcome:
     @server.main()
     def main(grid: Grid, context) -> None:
         hospital_of = _discover_hospitals(grid, plan)
-        outcome.append(serve(grid, plan, hospital_of=lambda node_id: hospital_of.get(node_id, f"node-{node_id}")))
+        outcome.append(serve(grid, plan, hospital_of=hospital_of.__getitem__))
 
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         run_simulation(
@@ -62,4 +68,5 @@ def run(plan: Plan, engine: str) -> Outcome:
     return {"inprocess": run_inprocess, "ray": run_ray}[engine](plan)
 
 
-__all__ = ["ENGINES", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan", "RoundObserver", "run"]
+__all__ = ["ENGINES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",
+           "ReplyScreen", "RoundObserver", "run"]

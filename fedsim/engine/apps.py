@@ -2,25 +2,33 @@
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from tqdm.auto import tqdm
 
-from fedsim.engine.observers import ObservingGrid, RoundObserver
+from fedsim.engine.observers import Eligibility, ObservingGrid, ReplyScreen, RoundObserver, TooFewEligible
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.training import trainer_for
 
 
-@dataclass(frozen=True, eq=False)
+@dataclass(eq=False)
 class Plan:
-    """Everything an engine needs to run one federated experiment."""
+    """Everything an engine needs to run one federated experiment.
+
+    Components (privacy techniques, adversaries, defenses) extend a Plan
+    before it runs: they wrap ``strategy``, append ClientApp mods, observers,
+    reply screens and eligibility checks, add training settings sent to every
+    hospital, and register reports: functions that return a tidy table for
+    the Result once the run is over.
+    """
 
     federation: Federation
     model_fn: ModelFn
@@ -32,26 +40,30 @@ class Plan:
     local_steps: int | None
     seed: int
     evaluate_every: int = 1
-    observers: Sequence[RoundObserver] = ()
-    client_mods: Sequence[Callable] = ()
     label: str = "fedsim"
+    observers: list[RoundObserver] = field(default_factory=list)
+    client_mods: list[Callable] = field(default_factory=list)
+    screens: list[ReplyScreen] = field(default_factory=list)
+    eligibility: list[Eligibility] = field(default_factory=list)
+    train_settings: dict = field(default_factory=dict)
+    reports: dict[str, Callable[[], pd.DataFrame]] = field(default_factory=dict)
+
+    def train_config(self) -> ConfigRecord:
+        """The training settings every hospital receives each round."""
+        config = {"lr": self.learning_rate, "local-epochs": self.local_epochs,
+                  "batch-size": self.batch_size, "seed": self.seed, **self.train_settings}
+        if self.local_steps is not None:
+            config["local-steps"] = self.local_steps
+        return ConfigRecord(config)
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a run leaves: the final global weights and tidy evaluation rows."""
+    """What a run leaves: final global weights, tidy evaluation rows, participation events."""
 
     weights: list[np.ndarray]
     rows: list[dict]
-
-
-def train_config(plan: Plan) -> ConfigRecord:
-    """The training settings every hospital receives each round."""
-    config = {"lr": plan.learning_rate, "local-epochs": plan.local_epochs,
-              "batch-size": plan.batch_size, "seed": plan.seed}
-    if plan.local_steps is not None:
-        config["local-steps"] = plan.local_steps
-    return ConfigRecord(config)
+    events: list[dict]
 
 
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = ()) -> ClientApp:
@@ -115,15 +127,24 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
         return MetricRecord({r["metric"]: r["value"] for r in new if r["scope"] == "global"})
 
     random.seed(plan.seed)  # Flower samples hospitals with the `random` module
-    initial = trainer.initial_weights(plan.seed)
+    strategy = plan.strategy
+    observing = ObservingGrid(
+        grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
+        min_nodes=max(getattr(strategy, "min_available_nodes", 1), getattr(strategy, "min_train_nodes", 1)),
+    )
     try:
-        plan.strategy.start(
-            grid=ObservingGrid(grid, plan.observers, hospital_of),
-            initial_arrays=ArrayRecord(initial),
+        strategy.start(
+            grid=observing,
+            initial_arrays=ArrayRecord(trainer.initial_weights(plan.seed)),
             num_rounds=plan.rounds,
-            train_config=train_config(plan),
+            train_config=plan.train_config(),
             evaluate_fn=evaluate,
         )
+    except TooFewEligible as stop:
+        observing.events.append({"round": observing.completed_rounds + 1, "hospital": "*",
+                                 "event": "stopped", "reason": str(stop)})
+        if not rows or rows[-1]["round"] != observing.completed_rounds:
+            evaluate(observing.completed_rounds, ArrayRecord(latest[0]))
     finally:
         progress.close()
-    return Outcome(weights=latest[0], rows=rows)
+    return Outcome(weights=latest[0], rows=rows, events=observing.events)

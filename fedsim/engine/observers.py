@@ -1,17 +1,25 @@
-"""Round observers: see every message exchanged with the hospitals, before aggregation.
+"""What the strategy's Grid adds: eligibility, reply screening, observers, a participation log.
 
-An observer is any object with ``on_exchange(exchange)``. The engine wraps
-whatever Grid it runs on in an ``ObservingGrid``, so observers work with every
-strategy, unmodified, and with both engines. Later layers (audit log, privacy
-ledger, attacks) are observers.
+The engine wraps whatever Grid it runs on in an ``ObservingGrid``, so these
+hooks work with every strategy, unmodified, and with both engines:
+
+- eligibility checks decide which hospitals the strategy may sample (a
+  privacy budget that is spent, a policy);
+- screens reject replies before aggregation (an update validator);
+- observers see every exchange after screening (audit log, ledger, attacks).
+
+Every exclusion, failure and rejection is kept as a row of ``events``.
 """
 
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+# A check returns why a hospital may not take part in the next round, or None.
+Eligibility = Callable[[str], str | None]
 
 
 @dataclass(frozen=True)
@@ -22,10 +30,11 @@ class Exchange:
     message_type: str
     sent: dict[str, Message]
     replies: dict[str, Message]
+    rejected: dict[str, str] = field(default_factory=dict)
 
     def updates(self) -> dict[str, RecordDict]:
-        """Reply contents of the hospitals that answered without an error."""
-        return {h: m.content for h, m in self.replies.items() if m.has_content()}
+        """Reply contents that reach the strategy (no error, not rejected)."""
+        return {h: m.content for h, m in self.replies.items() if m.has_content() and h not in self.rejected}
 
     def failures(self) -> dict[str, str]:
         """Hospitals whose ClientApp failed, with the reason."""
@@ -39,13 +48,39 @@ class RoundObserver:
         """Called after each round trip, before the strategy aggregates the replies."""
 
 
-class ObservingGrid(Grid):
-    """Delegates to another Grid and shows every exchange to the observers."""
+class ReplyScreen:
+    """Base class for screens; override ``screen``."""
 
-    def __init__(self, grid: Grid, observers: Sequence[RoundObserver], hospital_of: Callable[[int], str]):
+    def screen(self, exchange: Exchange) -> dict[str, str]:
+        """Hospitals whose reply must not be aggregated, with the reason."""
+        return {}
+
+
+class TooFewEligible(RuntimeError):
+    """Fewer hospitals may take part than the strategy needs: the run stops here."""
+
+
+class ObservingGrid(Grid):
+    """Delegates to another Grid, adding eligibility, screening and observers."""
+
+    def __init__(
+        self,
+        grid: Grid,
+        hospital_of: Callable[[int], str],
+        observers: Sequence[RoundObserver] = (),
+        screens: Sequence[ReplyScreen] = (),
+        eligibility: Sequence[Eligibility] = (),
+        min_nodes: int = 1,
+    ):
         self.grid = grid
-        self.observers = list(observers)
         self.hospital_of = hospital_of
+        self.observers = list(observers)
+        self.screens = list(screens)
+        self.eligibility = list(eligibility)
+        self.min_nodes = min_nodes
+        self.completed_rounds = 0
+        self.events: list[dict] = []
+        self._seen: set[tuple] = set()
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -57,8 +92,29 @@ class ObservingGrid(Grid):
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
+    def _record(self, server_round: int, hospital: str, event: str, reason: str) -> None:
+        """Log an event once (strategies ask for node ids several times a round)."""
+        key = (server_round, hospital, event)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.events.append({"round": server_round, "hospital": hospital, "event": event, "reason": reason})
+
     def get_node_ids(self) -> Iterable[int]:
-        return self.grid.get_node_ids()
+        node_ids = list(self.grid.get_node_ids())
+        if not self.eligibility:
+            return node_ids
+        upcoming = self.completed_rounds + 1
+        eligible = []
+        for node_id in node_ids:
+            hospital = self.hospital_of(node_id)
+            reasons = [r for check in self.eligibility if (r := check(hospital))]
+            if reasons:
+                self._record(upcoming, hospital, "excluded", "; ".join(reasons))
+            else:
+                eligible.append(node_id)
+        if len(eligible) < self.min_nodes:
+            raise TooFewEligible(f"round {upcoming}: {len(eligible)} hospitals eligible, the strategy needs {self.min_nodes}")
+        return eligible
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
         return self.grid.push_messages(messages)
@@ -69,15 +125,24 @@ class ObservingGrid(Grid):
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
         replies = list(self.grid.send_and_receive(messages, timeout=timeout))
-        if messages and self.observers:
-            first = messages[0]
-            config = first.content.config_records.get("config", {})
-            exchange = Exchange(
-                server_round=int(config.get("server-round", first.metadata.group_id or 0)),
-                message_type=first.metadata.message_type,
-                sent={self.hospital_of(m.metadata.dst_node_id): m for m in messages},
-                replies={self.hospital_of(r.metadata.src_node_id): r for r in replies},
-            )
-            for observer in self.observers:
-                observer.on_exchange(exchange)
-        return replies
+        if not messages:
+            return replies
+        first = messages[0]
+        config = first.content.config_records.get("config", {})
+        exchange = Exchange(
+            server_round=int(config.get("server-round", first.metadata.group_id or 0)),
+            message_type=first.metadata.message_type,
+            sent={self.hospital_of(m.metadata.dst_node_id): m for m in messages},
+            replies={self.hospital_of(r.metadata.src_node_id): r for r in replies},
+        )
+        for hospital, reason in exchange.failures().items():
+            self._record(exchange.server_round, hospital, "failed", reason)
+        for screen in self.screens:
+            for hospital, reason in screen.screen(exchange).items():
+                exchange.rejected.setdefault(hospital, reason)
+                self._record(exchange.server_round, hospital, "rejected", reason)
+        for observer in self.observers:
+            observer.on_exchange(exchange)
+        if exchange.message_type == "train":
+            self.completed_rounds = max(self.completed_rounds, exchange.server_round)
+        return [r for r in replies if self.hospital_of(r.metadata.src_node_id) not in exchange.rejected]
