@@ -8,7 +8,7 @@
 
 from fedsim import _tf  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
 from data_synthetic import KNOBS, list_scenarios
-from fedsim import baselines, plots
+from fedsim import baselines, plots, privacy
 from fedsim.engine import Exchange, RoundObserver
 from fedsim.experiment import Experiment, compare
 from fedsim.federation import Federation, synthetic_federation
@@ -19,5 +19,5 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KNOBS", "STRATEGIES", "list_scenarios", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
-    "baselines", "compare", "plots", "synthetic_federation",
+    "baselines", "compare", "plots", "privacy", "synthetic_federation",
 ]

@@ -11,6 +11,7 @@ from fedsim import engine
 from fedsim.components import Component, as_components
 from fedsim.engine import Plan, RoundObserver
 from fedsim.federation import Federation
+from fedsim.privacy import DPSGD, CentralDP, LocalDP, PrivacyLedger
 from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, participation_table, tidy
 from fedsim.strategies import make_strategy
@@ -48,6 +49,7 @@ class Experiment:
     evaluate_every: int = 1
     strategy_options: dict | None = None
     privacy: Component | Sequence[Component] | None = None
+    privacy_budget: float | dict[str, float] | None = None
     observers: Sequence[RoundObserver] = ()
     client_mods: Sequence[Callable] = ()
     name: str | None = None
@@ -71,9 +73,26 @@ class Experiment:
         if self.engine not in engine.ENGINES:
             raise ValueError(f"engine: unknown {self.engine!r}; allowed: {list(engine.ENGINES)}")
         as_components("privacy", self.privacy)
+        self._budget()
         for observer in self.observers:
             if not callable(getattr(observer, "on_exchange", None)):
                 raise ValueError(f"observers: {observer!r} has no on_exchange(exchange) method")
+
+    def _budget(self) -> dict[str, float]:
+        """``privacy_budget`` as {hospital or "default": epsilon cap}, checked."""
+        budget = self.privacy_budget
+        if budget is None:
+            return {}
+        budget = dict(budget) if isinstance(budget, dict) else {"default": budget}
+        allowed = {"default", *self.federation.hospitals}
+        for key, cap in budget.items():
+            if key not in allowed:
+                raise ValueError(f"privacy_budget: unknown hospital {key!r}; allowed: 'default' or a hospital id")
+            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
+                raise ValueError(f"privacy_budget: the cap of {key!r} must be a number > 0, got {cap!r}")
+        if not any(isinstance(c, (DPSGD, CentralDP, LocalDP)) for c in as_components("privacy", self.privacy)):
+            raise ValueError("privacy_budget: needs a DP technique in privacy= (DPSGD, CentralDP or LocalDP)")
+        return budget
 
     @property
     def label(self) -> str:
@@ -99,6 +118,7 @@ class Experiment:
             "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
             "evaluate_every": self.evaluate_every,
             "components": [repr(c) for c in self.components()],
+            "privacy_budget": self.privacy_budget,
         }
 
     def run(self) -> Result:
@@ -121,6 +141,8 @@ class Experiment:
         )
         for component in self.components():
             component.install(plan)
+        if self.privacy_budget is not None:
+            PrivacyLedger.of(plan).budget = self._budget()
         outcome = engine.run(plan, self.engine)
         tables = {"participation": participation_table(outcome.events)}
         tables.update({name: report() for name, report in plan.reports.items()})

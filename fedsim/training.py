@@ -4,6 +4,11 @@ A ``Trainer`` owns ONE tf.keras model and ONE traced ``tf.function`` that runs
 a whole local training pass (all epochs, all batches) inside the graph. Each
 hospital's turn is: assign the global weights, run the pass over that
 hospital's rows, read the weights back. Nothing is rebuilt or retraced.
+
+DP-SGD is a second traced pass over the same model: tensorflow-privacy's fast
+gradient clipping bounds every example's gradient, then Gaussian noise is
+added to the clipped batch gradient. Clip norm and noise multiplier are
+tensor inputs, so every DP setting shares the one trace.
 """
 
 from collections.abc import Sequence
@@ -12,6 +17,8 @@ import numpy as np
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn
+
+from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
 
 Weights = list[np.ndarray]
 
@@ -40,6 +47,8 @@ class Trainer:
         self.n_features = n_features
         self.model = model_fn(n_features)
         self.model.build((None, n_features))
+        self.loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
+        self.model.compile(loss=self.loss)  # fast gradient clipping reads the loss's reduction here
         self._initial: dict[int, Weights] = {}
         self.optimizer = tf.keras.optimizers.SGD(learning_rate=0.1)
         self.optimizer.build(self.model.trainable_variables)  # no variables created while tracing
@@ -58,9 +67,24 @@ class Trainer:
             ],
         )
         self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
+        self.dp_train_function = tf.function(
+            self._dp_train_pass,
+            input_signature=[
+                weight_specs,
+                x_spec,
+                tf.TensorSpec([None], tf.float32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([None], tf.int32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([], tf.float32),
+                tf.TensorSpec([2], tf.int64),
+            ],
+        )
         # Traced once, here; calling the concrete functions skips per-call argument binding.
         self._train = self.train_function.get_concrete_function()
         self._predict = self.predict_function.get_concrete_function()
+        self._dp_train = None  # traced on first DP-SGD use
 
     def _inputs(self, weights: Sequence[np.ndarray]) -> list[tf.Tensor]:
         """Weights as tensors of the model's dtypes (FedOpt strategies send float64)."""
@@ -99,6 +123,35 @@ class Trainer:
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
         return [v.read_value() for v in self.model.weights], mean_loss
 
+    def _dp_train_pass(self, weights, x, y, order, bounds, learning_rate, l2_norm_clip, noise_multiplier, noise_seed):
+        """DP-SGD: per-example clipping (tensorflow-privacy), Gaussian noise, SGD step."""
+        self._assign(weights)
+        self.optimizer.learning_rate.assign(learning_rate)
+        variables = self.model.trainable_variables
+        total = tf.constant(0.0)
+        n_steps = tf.shape(bounds)[0] - 1
+        for b in tf.range(n_steps):
+            idx = order[bounds[b] : bounds[b + 1]]
+            xb, yb = tf.gather(x, idx), tf.gather(y, idx)[:, None]
+            grads, logits, _ = clip_grads.compute_clipped_gradients_and_outputs(
+                self.model, l2_norm_clip, self.registry, xb, yb, clipping_loss=self.loss
+            )
+            # The clipped gradient is a batch mean: one example moves it by at most
+            # clip / batch, so the noise is noise_multiplier * clip / batch. It is drawn
+            # from a stateless generator keyed by (seed, step, variable) so runs repeat
+            # exactly; tensorflow-privacy's add_aggregate_noise draws the same Gaussian
+            # from a stateful generator whose state would carry over between runs.
+            stddev = noise_multiplier * l2_norm_clip / tf.cast(tf.shape(idx)[0], tf.float32)
+            step_seed = noise_seed + tf.cast(b, tf.int64) * tf.constant([0, len(variables)], tf.int64)
+            noisy = [
+                g + stddev * tf.random.stateless_normal(tf.shape(g), seed=step_seed + [0, j])
+                for j, g in enumerate(grads)
+            ]
+            self.optimizer.apply_gradients(zip(noisy, variables))
+            total += self.loss(yb, logits)
+        mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+        return [v.read_value() for v in self.model.weights], mean_loss
+
     def _predict_pass(self, weights, x):
         self._assign(weights)
         return tf.sigmoid(self.model(x, training=False)[:, 0])
@@ -124,14 +177,42 @@ class Trainer:
         rng: np.random.Generator,
         proximal_mu: float = 0.0,
         max_steps: int | None = None,
+        dp: tuple[float, float] | None = None,
     ) -> tuple[Weights, float, int]:
-        """Local SGD from ``weights`` on (x, y): new weights, mean loss, steps run."""
+        """Local SGD from ``weights`` on (x, y): new weights, mean loss, steps run.
+
+        ``dp=(l2_norm_clip, noise_multiplier)`` trains with DP-SGD instead
+        (FedProx's proximal term is not supported there).
+        """
         order, bounds = batch_plan(len(x), epochs, batch_size, rng, max_steps)
-        new, loss = self._train(
-            self._inputs(weights), x, y, order, bounds,
-            tf.constant(learning_rate, tf.float32), tf.constant(proximal_mu, tf.float32),
-        )
+        lr = tf.constant(learning_rate, tf.float32)
+        if dp is None:
+            new, loss = self._train(self._inputs(weights), x, y, order, bounds, lr,
+                                    tf.constant(proximal_mu, tf.float32))
+        else:
+            l2_norm_clip, noise_multiplier = dp
+            seed = tf.constant(rng.integers(0, 2**62, size=2), tf.int64)
+            new, loss = self.dp_pass()(self._inputs(weights), x, y, order, bounds, lr,
+                                       tf.constant(l2_norm_clip, tf.float32),
+                                       tf.constant(noise_multiplier, tf.float32), seed)
         return [w.numpy() for w in new], float(loss), len(bounds) - 1
+
+    def dp_pass(self):
+        """The DP-SGD concrete function, traced on first use."""
+        if self._dp_train is None:
+            self.registry = layer_registry.make_default_layer_registry()
+            if not gradient_clipping_utils.all_trainable_layers_are_registered(self.model, self.registry):
+                layers = sorted({type(layer).__name__ for layer in self.model.layers if layer.trainable_weights})
+                raise ValueError(f"privacy: DP-SGD's fast per-example clipping supports Dense and Embedding "
+                                 f"layers; this model has {layers}")
+            logger = tf.get_logger()
+            level = logger.level
+            logger.setLevel("ERROR")  # AutoGraph notes about tensorflow-privacy helpers it runs as-is
+            try:
+                self._dp_train = self.dp_train_function.get_concrete_function()
+            finally:
+                logger.setLevel(level)
+        return self._dp_train
 
     def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Risk (probability of the positive class) for each row of ``x``."""

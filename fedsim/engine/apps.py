@@ -84,6 +84,7 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
             rng=rng,
             proximal_mu=float(config.get("proximal-mu", 0.0)),
             max_steps=int(config["local-steps"]) if "local-steps" in config else None,
+            dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
         )
         metrics = MetricRecord({"num-examples": len(y), "train_loss": loss, "local_steps": steps})
         return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=message)
@@ -126,7 +127,10 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
             progress.update()
         return MetricRecord({r["metric"]: r["value"] for r in new if r["scope"] == "global"})
 
-    random.seed(plan.seed)  # Flower samples hospitals with the `random` module
+    # Flower samples hospitals with `random` and its DP wrappers and mods draw
+    # noise from numpy's global generator: seed both for reproducible runs.
+    random.seed(plan.seed)
+    np.random.seed(plan.seed)
     strategy = plan.strategy
     observing = ObservingGrid(
         grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
