@@ -14,10 +14,11 @@ from fedsim.experiment import Experiment, compare
 from fedsim.federation import Federation, synthetic_federation
 from fedsim.results import Result
 from fedsim.strategies import STRATEGIES
+from fedsim.sweeps import sweep
 
 __version__ = "0.1.0"
 
 __all__ = [
     "KNOBS", "STRATEGIES", "list_scenarios", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
-    "baselines", "compare", "plots", "privacy", "synthetic_federation",
+    "baselines", "compare", "plots", "privacy", "sweep", "synthetic_federation",
 ]

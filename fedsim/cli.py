@@ -16,7 +16,9 @@ import fedsim as fs
 from fedsim.plots import plot_comparison
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
-                   "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name")
+                   "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
+                   "privacy_budget")
+PRIVACY = {"dpsgd": fs.privacy.DPSGD, "central_dp": fs.privacy.CentralDP, "local_dp": fs.privacy.LocalDP}
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
 
@@ -30,10 +32,26 @@ def load_config(path: str) -> dict:
         raise ValueError(f"config: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(config, dict) or "federation" not in config:
         raise ValueError("config: expected a mapping with a 'federation:' section")
-    unknown = set(config) - {"federation", "baselines", *EXPERIMENT_KEYS}
+    unknown = set(config) - {"federation", "baselines", "privacy", *EXPERIMENT_KEYS}
     if unknown:
-        raise ValueError(f"config: unknown keys {sorted(unknown)}; allowed: federation, baselines, {', '.join(EXPERIMENT_KEYS)}")
+        raise ValueError(f"config: unknown keys {sorted(unknown)}; "
+                         f"allowed: federation, baselines, privacy, {', '.join(EXPERIMENT_KEYS)}")
     return config
+
+
+def build_privacy(spec) -> list:
+    """``privacy:`` as a list of ``{technique: NAME, <its arguments>}`` mappings."""
+    spec = [spec] if isinstance(spec, dict) else (spec or [])
+    components = []
+    for item in spec:
+        if not isinstance(item, dict) or item.get("technique") not in PRIVACY:
+            raise ValueError(f"privacy: each entry needs 'technique:' one of {sorted(PRIVACY)}, got {item!r}")
+        arguments = {k: v for k, v in item.items() if k != "technique"}
+        try:
+            components.append(PRIVACY[item["technique"]](**arguments))
+        except TypeError as error:
+            raise ValueError(f"privacy: {error}") from None
+    return components
 
 
 def build_federation(spec: dict) -> fs.Federation:
@@ -60,13 +78,15 @@ def run(config_path: str, out: str | None) -> Path:
     """Run the configured experiment (and baselines); write metrics, config and a figure."""
     config = load_config(config_path)
     fed = build_federation(config["federation"])
-    experiment = fs.Experiment(federation=fed, **{k: v for k, v in config.items() if k in EXPERIMENT_KEYS})
+    experiment = fs.Experiment(federation=fed, privacy=build_privacy(config.get("privacy")),
+                               **{k: v for k, v in config.items() if k in EXPERIMENT_KEYS})
     baselines = config.get("baselines") or []
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"baselines: unknown {unknown}; allowed: {sorted(BASELINES)}")
     epochs = experiment.rounds * experiment.local_epochs
-    runs = {experiment.label: experiment}
+    result = experiment.run()
+    runs = {experiment.label: result}
     for name in baselines:
         runs[name] = BASELINES[name](fed, model=experiment.model, epochs=epochs, batch_size=experiment.batch_size,
                                      learning_rate=experiment.learning_rate, seed=experiment.seed)
@@ -75,6 +95,9 @@ def run(config_path: str, out: str | None) -> Path:
     folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
     folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "metrics.csv", index=False)
+    if not result.privacy.empty:
+        result.privacy.to_csv(folder / "privacy.csv", index=False)
+        print(result.privacy.groupby(["mechanism", "unit"]).epsilon.agg(["min", "max"]).round(3).to_string())
     resolved = {"federation": config["federation"], "baselines": baselines, **experiment.config()}
     (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
     plot_comparison(table).savefig(folder / "auroc.png", dpi=120)

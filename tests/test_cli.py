@@ -29,6 +29,17 @@ def test_run_writes_metrics_config_and_figure(tmp_path, capsys):
     assert "auroc" in capsys.readouterr().out
 
 
+def test_run_with_privacy_writes_the_ledger(tmp_path):
+    config = {**TINY, "baselines": [], "privacy": [{"technique": "dpsgd", "noise_multiplier": 1.0},
+                                                    {"technique": "central_dp", "noise_multiplier": 0.5}],
+              "privacy_budget": 50.0}
+    out = tmp_path / "results"
+    assert main(["run", write(tmp_path, config), "--out", str(out)]) == 0
+    ledger = pd.read_csv(out / "privacy.csv")
+    assert set(ledger.mechanism) == {"DP-SGD", "central DP (server-side fixed clipping)"}
+    assert (ledger.epsilon <= 50).all()
+
+
 def test_run_on_a_users_own_table(tmp_path, mixed_table):
     mixed_table.to_csv(tmp_path / "table.csv", index=False)
     config = {"federation": {"path": str(tmp_path / "table.csv"), "target": "outcome", "site": "site",
@@ -48,6 +59,9 @@ def test_run_on_a_users_own_table(tmp_path, mixed_table):
         ({**TINY, "federation": {"scenario": "icu_mortality", "flavour": 1}}, "flavour"),
         ({**TINY, "federation": {"path": "nowhere.csv", "target": "y", "site": "s"}}, "federation.path: file"),
         ({"rounds": 3}, "config: expected a mapping with a 'federation:' section"),
+        ({**TINY, "privacy": [{"technique": "magic"}]}, "privacy: each entry needs 'technique:'"),
+        ({**TINY, "privacy": [{"technique": "dpsgd", "noise": 1}]}, "privacy: "),
+        ({**TINY, "privacy": [{"technique": "dpsgd", "noise_multiplier": -1}]}, "noise_multiplier: must be"),
         ("federation: [unclosed", "config:"),
     ],
 )

@@ -1,0 +1,43 @@
+import math
+
+import numpy as np
+import pytest
+
+import fedsim as fs
+from fedsim.privacy import DPSGD, CentralDP
+from fedsim.sweeps import describe
+
+
+def test_sweep_is_tidy_cached_and_plots(small_fed, tmp_path, monkeypatch):
+    exp = fs.Experiment(federation=small_fed, model="logreg", rounds=2, learning_rate=0.1)
+    settings = [None, DPSGD(noise_multiplier=1.0), [DPSGD(noise_multiplier=2.0), CentralDP(noise_multiplier=0.5)]]
+    table = fs.sweep(exp, privacy=settings, seeds=[0, 1], cache=tmp_path)
+    assert list(table.columns) == ["technique", "parameters", "seed", "scope", "metric", "value", "epsilon", "unit"]
+    assert set(table.technique) == {"none", "DPSGD", "DPSGD + CentralDP"}
+    assert len(table) == 3 * 2 * (1 + small_fed.n_hospitals) * 5
+    glob = table[(table.scope == "global") & (table.metric == "auroc")]
+    assert glob[glob.technique == "none"].epsilon.eq(math.inf).all()
+    dp = glob[glob.technique == "DPSGD"]
+    assert np.isfinite(dp.epsilon).all() and (dp.unit == "record").all()
+    assert set(glob[glob.technique == "DPSGD + CentralDP"].unit) == {"hospital/record"}
+
+    # A second sweep reads every run from the cache.
+    monkeypatch.setattr(fs.Experiment, "run", lambda self: pytest.fail("ran instead of reading the cache"))
+    again = fs.sweep(exp, privacy=settings, seeds=[0, 1], cache=tmp_path)
+    assert again.equals(table)
+
+    assert fs.plots.privacy_utility(table) is not None
+    assert fs.plots.privacy_cost_by_hospital(table, small_fed) is not None
+
+
+def test_describe_names_the_technique_and_its_settings():
+    assert describe(None) == ("none", "")
+    assert describe(DPSGD(noise_multiplier=2.0)) == ("DPSGD", "noise_multiplier=2.0")
+
+
+def test_sweep_rejects_bad_arguments(small_fed):
+    exp = fs.Experiment(federation=small_fed)
+    with pytest.raises(ValueError, match="^privacy:"):
+        fs.sweep(exp, privacy=DPSGD())
+    with pytest.raises(ValueError, match="^seeds:"):
+        fs.sweep(exp, privacy=[None], seeds=[])
