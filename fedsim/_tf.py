@@ -25,6 +25,9 @@ if not tf.keras.__name__.startswith("tf_keras"):
         "TF_USE_LEGACY_KERAS=1) before anything imports tensorflow or keras."
     )
 
+# AutoGraph echoes notes about library helpers it runs as-is to stdout in notebooks.
+tf.autograph.set_verbosity(0, alsologtostdout=False)
+
 # tensorflow_privacy/__init__ imports removed estimator code; this flag skips it
 # so that its submodules can be imported directly.
 sys.skip_tf_privacy_import = True

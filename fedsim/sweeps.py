@@ -4,6 +4,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from tqdm.auto import tqdm
 from fedsim.components import Component, as_components
 from fedsim.experiment import Experiment
 
-COLUMNS = ["technique", "parameters", "seed", "scope", "metric", "value", "epsilon", "unit"]
+COLUMNS = ["technique", "parameters", "seed", "scope", "metric", "value", "epsilon", "unit", "seconds"]
 
 
 def describe(privacy) -> tuple[str, str]:
@@ -44,7 +45,9 @@ def _fingerprint(experiment: Experiment, seed: int) -> str:
 
 def _rows(experiment: Experiment, seed: int) -> pd.DataFrame:
     """Final metrics of one run, global and per hospital, beside the epsilon each unit spent."""
+    start = time.perf_counter()
     result = experiment.replace(seed=seed).run()
+    seconds = time.perf_counter() - start
     final = result.metrics[result.metrics["round"] == result.metrics["round"].max()]
     ledger = result.privacy
     if ledger.empty:
@@ -56,7 +59,7 @@ def _rows(experiment: Experiment, seed: int) -> pd.DataFrame:
         units = "/".join(sorted(ledger.unit.unique()))
     technique, parameters = describe(experiment.privacy)
     return final.assign(technique=technique, parameters=parameters, seed=seed,
-                        epsilon=final.scope.map(epsilon), unit=units)[COLUMNS]
+                        epsilon=final.scope.map(epsilon), unit=units, seconds=seconds)[COLUMNS]
 
 
 def sweep(
@@ -67,8 +70,9 @@ def sweep(
 ) -> pd.DataFrame:
     """Run ``experiment`` under each privacy setting and seed; one tidy table.
 
-    Rows: (technique, parameters, seed, scope, metric, value, epsilon, unit)
-    for the final round, ``scope`` "global" or a hospital. ``epsilon`` is the
+    Rows: (technique, parameters, seed, scope, metric, value, epsilon, unit,
+    seconds) for the final round, ``scope`` "global" or a hospital; ``seconds``
+    is the run's wall time (as measured when it was first run). ``epsilon`` is the
     hospital's largest epsilon in the ledger (global: the largest over
     hospitals), inf without DP. Each run is cached under ``cache`` (None turns
     caching off), keyed by the data, the settings and the seed, so re-running

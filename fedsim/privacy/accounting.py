@@ -9,19 +9,18 @@ Conventions (say them in any privacy statement):
   record-level DP and the number of hospitals for hospital-level DP.
 """
 
+import logging
 import math
 from dataclasses import dataclass
 from functools import lru_cache
 
 import dp_accounting
-from absl import logging as absl_logging
 import pandas as pd
 from dp_accounting import pld, rdp
 
 from fedsim.engine import Exchange, Plan, RoundObserver
 
 ACCOUNTANTS = ("rdp", "pld")
-UNITS = ("record", "hospital")
 
 
 def default_delta(n: int) -> float:
@@ -40,13 +39,14 @@ def epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: fl
     if sampling_rate < 1:
         event = dp_accounting.PoissonSampledDpEvent(sampling_rate, event)
     ledger = rdp.RdpAccountant() if accountant == "rdp" else pld.PLDAccountant()
-    ledger.compose(event, steps)
-    verbosity = absl_logging.get_verbosity()
-    absl_logging.set_verbosity(absl_logging.ERROR)  # notes on RDP orders it skips (the bound stays valid)
+    logger = logging.getLogger("absl")
+    level = logger.level
+    logger.setLevel(logging.ERROR)  # notes on RDP orders it skips (the bound stays valid)
     try:
+        ledger.compose(event, steps)
         return float(ledger.get_epsilon(delta))
     finally:
-        absl_logging.set_verbosity(verbosity)
+        logger.setLevel(level)
 
 
 @dataclass(frozen=True)

@@ -83,7 +83,10 @@ class CentralDP(Component):
     wrap the experiment's strategy. ``side="server"`` trusts the server to clip;
     ``side="client"`` clips at each hospital (Flower's clipping mods) and is
     the pattern to combine with SecAgg. Unit of privacy: a hospital's whole
-    contribution. ``clipping_norm`` is the initial norm when ``adaptive``.
+    contribution. ``clipping_norm`` is the initial norm when ``adaptive``;
+    the noise on the count of clipped updates, ``clipped_count_stddev``,
+    defaults to max(sampled / 20, noise_multiplier): Flower's own default
+    (sampled / 20) cannot reach the requested noise with few hospitals.
     """
 
     noise_multiplier: float = 1.0
@@ -92,12 +95,15 @@ class CentralDP(Component):
     side: str = "server"
     target_clipped_quantile: float = 0.5
     clip_norm_lr: float = 0.2
+    clipped_count_stddev: float | None = None
     delta: float | None = None
     accountant: str = "rdp"
 
     def __post_init__(self):
         _positive("noise_multiplier", self.noise_multiplier, allow_zero=True)
         _positive("clipping_norm", self.clipping_norm)
+        if self.clipped_count_stddev is not None:
+            _positive("clipped_count_stddev", self.clipped_count_stddev)
         if self.side not in ("server", "client"):
             raise ValueError(f"side: unknown {self.side!r}; allowed: ['server', 'client']")
         if not 0 <= self.target_clipped_quantile <= 1:
@@ -114,10 +120,14 @@ class CentralDP(Component):
         if self.adaptive:
             wrapper = (flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping if self.side == "server"
                        else flwr_strategy.DifferentialPrivacyClientSideAdaptiveClipping)
-            plan.strategy = wrapper(plan.strategy, self.noise_multiplier, sampled,
-                                    initial_clipping_norm=self.clipping_norm,
-                                    target_clipped_quantile=self.target_clipped_quantile,
-                                    clip_norm_lr=self.clip_norm_lr)
+            count_stddev = self.clipped_count_stddev or max(sampled / 20, self.noise_multiplier)
+            try:
+                plan.strategy = wrapper(plan.strategy, self.noise_multiplier, sampled,
+                                        initial_clipping_norm=self.clipping_norm,
+                                        target_clipped_quantile=self.target_clipped_quantile,
+                                        clip_norm_lr=self.clip_norm_lr, clipped_count_stddev=count_stddev)
+            except ValueError as error:
+                raise ValueError(f"clipped_count_stddev: {error}") from None
         else:
             wrapper = (flwr_strategy.DifferentialPrivacyServerSideFixedClipping if self.side == "server"
                        else flwr_strategy.DifferentialPrivacyClientSideFixedClipping)
