@@ -1,6 +1,7 @@
 """Experiment spec -> run -> Result."""
 
 import dataclasses
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -11,7 +12,11 @@ from fedsim import engine
 from fedsim.components import Component, as_components
 from fedsim.engine import Plan, RoundObserver
 from fedsim.federation import Federation
+from fedsim.governance.audit import check_key
+from fedsim.governance.policies import Policy, resolve_policies
+from fedsim.governance.trail import Governance
 from fedsim.privacy import DPSGD, CentralDP, LocalDP, PrivacyLedger
+from fedsim.defenses import UpdateValidator
 from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, participation_table, tidy
 from fedsim.strategies import make_strategy
@@ -32,7 +37,16 @@ class Experiment:
     ``evaluate_every`` evaluates the global model every k rounds (and always
     before the first and after the last).
     ``observers`` see every message exchanged with the hospitals.
-    ``privacy`` takes components from ``fedsim.privacy`` (one or a list).
+    ``privacy`` takes components from ``fedsim.privacy`` (one or a list);
+    ``adversaries``, ``defenses`` and ``availability`` from ``fedsim.adversaries``,
+    ``fedsim.defenses`` and ``fedsim.availability``.
+    ``policies`` maps a hospital id (or "default") to its institution's
+    ``fedsim.governance.Policy``, enforced and logged.
+    Every run writes a hash-chained ``audit.jsonl`` (``Result.audit_path``) in
+    ``out`` (an older log there is kept as ``audit-<time>.jsonl``), or a fresh
+    folder under $FEDSIM_RESULTS or the temp dir (never the working
+    directory: sweeps, notebooks and tests run many experiments);
+    ``audit_key`` signs its entries (HMAC secret bytes or an Ed25519 private key).
     """
 
     federation: Federation
@@ -49,10 +63,16 @@ class Experiment:
     evaluate_every: int = 1
     strategy_options: dict | None = None
     privacy: Component | Sequence[Component] | None = None
+    adversaries: Component | Sequence[Component] | None = None
+    defenses: Component | Sequence[Component] | None = None
+    availability: Component | Sequence[Component] | None = None
     privacy_budget: float | dict[str, float] | None = None
     observers: Sequence[RoundObserver] = ()
     client_mods: Sequence[Callable] = ()
     name: str | None = None
+    policies: dict[str, Policy | dict] | None = None
+    out: str | os.PathLike | None = None
+    audit_key: bytes | object | None = None
 
     def __post_init__(self):
         if not isinstance(self.federation, Federation):
@@ -73,7 +93,11 @@ class Experiment:
         if self.engine not in engine.ENGINES:
             raise ValueError(f"engine: unknown {self.engine!r}; allowed: {list(engine.ENGINES)}")
         as_components("privacy", self.privacy)
+        for name in ("adversaries", "defenses", "availability"):
+            as_components(name, getattr(self, name))
         self._budget()
+        resolve_policies(self.policies, self.federation)
+        check_key("audit_key", self.audit_key)
         for observer in self.observers:
             if not callable(getattr(observer, "on_exchange", None)):
                 raise ValueError(f"observers: {observer!r} has no on_exchange(exchange) method")
@@ -119,6 +143,7 @@ class Experiment:
             "evaluate_every": self.evaluate_every,
             "components": [repr(c) for c in self.components()],
             "privacy_budget": self.privacy_budget,
+            "policies": {h: dataclasses.asdict(p) for h, p in resolve_policies(self.policies, self.federation).items()},
         }
 
     def run(self) -> Result:
@@ -143,15 +168,40 @@ class Experiment:
             component.install(plan)
         if self.privacy_budget is not None:
             PrivacyLedger.of(plan).budget = self._budget()
-        outcome = engine.run(plan, self.engine)
+        governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl
+        try:
+            outcome = engine.run(plan, self.engine)
+        except BaseException as error:
+            governance.abort(error)
+            raise
         tables = {"participation": participation_table(outcome.events)}
         tables.update({name: report() for name, report in plan.reports.items()})
-        return Result(self.label, tidy(outcome.rows), outcome.weights, self.federation, model_fn,
-                      self.config(), tables)
+        result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
+                        model_fn, self.config(), tables, audit_path=governance.path)
+        governance.finish(result, outcome.events)
+        return result
 
     def components(self) -> tuple[Component, ...]:
-        """Every component of this experiment, in the order they are installed."""
-        return as_components("privacy", self.privacy)
+        """Every component of this experiment, in the order they are installed.
+
+        Strategy wrappers nest in install order (the last installed sees the
+        replies first) and adversary/availability mods put themselves
+        outermost in the ClientApp, so the order is: privacy (its DP wrapper
+        is innermost: it clips and noises whatever reaches aggregation, so a
+        defense cannot void its guarantee); defenses (screen and rework the
+        replies before DP; a basic UpdateValidator comes first when none is
+        given, so no strategy ever aggregates NaN or misshapen arrays);
+        adversaries (their mods control what a malicious hospital sends, after
+        client-side privacy); availability (outermost mods: an offline
+        hospital sends nothing at all; participation policies screen after
+        the validator).
+        """
+        adversaries = as_components("adversaries", self.adversaries)
+        defenses = as_components("defenses", self.defenses)
+        availability = as_components("availability", self.availability)
+        if not any(isinstance(d, UpdateValidator) for d in defenses):
+            defenses = (UpdateValidator(max_norm_ratio=None, max_examples_ratio=None), *defenses)
+        return as_components("privacy", self.privacy) + defenses + adversaries + availability
 
 
 def compare(runs: dict[str, "Experiment | Result"]) -> pd.DataFrame:

@@ -11,6 +11,8 @@ from fedsim._flower import flower_log_level
 from fedsim.engine.apps import Outcome, Plan, make_client_app, serve
 from fedsim.engine.grid import InProcessGrid
 from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver
+from fedsim.engine.secagg import SecAggSettings, check_plan, serve_secagg
+from fedsim.engine.secagg import client_mods as secagg_mods
 
 ENGINES = ("inprocess", "ray")
 
@@ -18,9 +20,13 @@ ENGINES = ("inprocess", "ray")
 def run_inprocess(plan: Plan) -> Outcome:
     """Every hospital's ClientApp called directly in this process, no serialisation."""
     fed = plan.federation
-    grid = InProcessGrid(make_client_app(fed, plan.model_fn, plan.client_mods), fed.n_hospitals)
+    secagg = plan.secagg is not None  # SecAgg+ speaks Flower's legacy fit messages
+    mods = secagg_mods(plan) if secagg else plan.client_mods
+    app = make_client_app(fed, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data)
+    grid = InProcessGrid(app, fed.n_hospitals)
+    loop = serve_secagg if secagg else serve
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
-        return serve(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
+        return loop(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
 
 def _discover_hospitals(grid: Grid, plan: Plan, wait_s: float = 120) -> dict[int, str]:
@@ -40,18 +46,24 @@ def run_ray(plan: Plan) -> Outcome:
     """The same ClientApp on Flower's own simulation runtime (``run_simulation`` over Ray)."""
     from flwr.simulation import run_simulation
 
+    secagg = plan.secagg is not None  # SecAgg+ speaks Flower's legacy fit messages
+    loop = serve_secagg if secagg else serve
+    mods = secagg_mods(plan) if secagg else plan.client_mods
+    if secagg:
+        check_plan(plan)  # here, not in the ServerApp, where Flower would swallow the error
     outcome: list[Outcome] = []
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context) -> None:
         hospital_of = _discover_hospitals(grid, plan)
-        outcome.append(serve(grid, plan, hospital_of=hospital_of.__getitem__))
+        outcome.append(loop(grid, plan, hospital_of=hospital_of.__getitem__))
 
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         run_simulation(
             server_app=server,
-            client_app=make_client_app(plan.federation, plan.model_fn, plan.client_mods),
+            client_app=make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg,
+                                       local_data=plan.local_data),
             num_supernodes=plan.federation.n_hospitals,
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -69,4 +81,4 @@ def run(plan: Plan, engine: str) -> Outcome:
 
 
 __all__ = ["ENGINES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",
-           "ReplyScreen", "RoundObserver", "run"]
+           "ReplyScreen", "RoundObserver", "SecAggSettings", "run"]

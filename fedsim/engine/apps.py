@@ -3,11 +3,14 @@
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
+from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+from flwr.compat.common import recorddict_compat as compat
 from flwr.serverapp import Grid
 from flwr.serverapp.strategy import Strategy
 from tqdm.auto import tqdm
@@ -17,6 +20,9 @@ from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.training import trainer_for
+
+if TYPE_CHECKING:
+    from fedsim.engine.secagg import SecAggSettings
 
 
 @dataclass(eq=False)
@@ -28,6 +34,15 @@ class Plan:
     reply screens and eligibility checks, add training settings sent to every
     hospital, and register reports: functions that return a tidy table for
     the Result once the run is over.
+
+    ``secagg`` (set by ``fedsim.privacy.SecAgg``) switches the run onto
+    Flower's SecAgg+ workflow (``fedsim.engine.secagg``): the server then sees
+    only masked replies and their unmasked sum; ``strategy`` must be FedAvg.
+
+    ``local_data`` changes what a hospital trains on (data poisoning): each
+    function maps ``(hospital index, x, y)`` to the ``(x, y)`` that hospital
+    trains on, applied in order before local training; it returns its inputs
+    unchanged for hospitals it does not concern and never modifies them in place.
     """
 
     federation: Federation
@@ -47,6 +62,9 @@ class Plan:
     eligibility: list[Eligibility] = field(default_factory=list)
     train_settings: dict = field(default_factory=dict)
     reports: dict[str, Callable[[], pd.DataFrame]] = field(default_factory=dict)
+    local_data: list[Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=list)
+    secagg: "SecAggSettings | None" = None
 
     def train_config(self) -> ConfigRecord:
         """The training settings every hospital receives each round."""
@@ -66,18 +84,23 @@ class Outcome:
     events: list[dict]
 
 
-def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = ()) -> ClientApp:
-    """A ClientApp that trains the shared model on the calling node's hospital."""
+def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
+                    legacy_fit: bool = False, local_data: Sequence[Callable] = ()) -> ClientApp:
+    """A ClientApp that trains the shared model on the calling node's hospital.
+
+    ``legacy_fit``: train messages and replies use Flower's legacy FitIns /
+    FitRes records (what the SecAgg+ workflow and ``secaggplus_mod`` speak).
+    """
     app = ClientApp(mods=list(mods))
 
-    @app.train()
-    def train(message: Message, context: Context) -> Message:
-        hospital = int(context.node_config["partition-id"])
-        config = message.content["config"]
+    def fit(hospital: int, weights: list[np.ndarray], config) -> tuple[list[np.ndarray], dict]:
+        """Local training of one hospital: new weights and the reply's metrics."""
         x, y = fed.train_rows(hospital)
+        for change in local_data:
+            x, y = change(hospital, x, y)
         rng = np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
         weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
-            message.content["arrays"].to_numpy_ndarrays(), x, y,
+            weights, x, y,
             epochs=int(config["local-epochs"]),
             batch_size=int(config["batch-size"]),
             learning_rate=float(config["lr"]),
@@ -86,8 +109,20 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
             max_steps=int(config["local-steps"]) if "local-steps" in config else None,
             dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
         )
-        metrics = MetricRecord({"num-examples": len(y), "train_loss": loss, "local_steps": steps})
-        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": metrics}), reply_to=message)
+        return weights, {"num-examples": len(y), "train_loss": loss, "local_steps": steps}
+
+    @app.train()
+    def train(message: Message, context: Context) -> Message:
+        hospital = int(context.node_config["partition-id"])
+        if legacy_fit:
+            arrays, config = message.content["fitins.parameters"], message.content["fitins.config"]
+            weights, metrics = fit(hospital, arrays.to_numpy_ndarrays(), config)
+            fitres = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(weights),
+                            metrics.pop("num-examples"), metrics)
+            return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=message)
+        weights, metrics = fit(hospital, message.content["arrays"].to_numpy_ndarrays(), message.content["config"])
+        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)}),
+                       reply_to=message)
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
@@ -105,50 +140,80 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
     return app
 
 
-def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
-    """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
-    fed = plan.federation
-    trainer = trainer_for(plan.model_fn, fed.n_features)
-    rows: list[dict] = []
-    latest: list[list[np.ndarray]] = []
-    progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
+class GlobalEvaluation:
+    """The server-side evaluation both server loops share: the global model on every test split.
 
-    def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
-        weights = arrays.to_numpy_ndarrays()
-        latest[:] = [weights]
+    Call it with (round, weights) after each aggregation (round 0: the initial
+    model); it keeps the latest weights, the tidy rows and the progress bar, and
+    returns the global metrics, or None in rounds skipped by ``evaluate_every``.
+    """
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+        self.trainer = trainer_for(plan.model_fn, plan.federation.n_features)
+        self.rows: list[dict] = []
+        self.latest: list[np.ndarray] | None = None
+        self.progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
+
+    def __call__(self, server_round: int, weights: list[np.ndarray]) -> dict[str, float] | None:
+        plan, fed = self.plan, self.plan.federation
+        self.latest = weights
         if server_round % plan.evaluate_every and server_round != plan.rounds:
-            progress.update()
+            self.progress.update()
             return None
-        p = trainer.predict(weights, fed.x_test)
+        p = self.trainer.predict(weights, fed.x_test)
         new = tidy_metrics(server_round, fed.y_test, p, fed.test_offsets, list(fed.hospitals))
-        rows.extend(new)
+        self.rows.extend(new)
         if server_round:
-            progress.set_postfix(auroc=f"{new[0]['value']:.3f}")
-            progress.update()
-        return MetricRecord({r["metric"]: r["value"] for r in new if r["scope"] == "global"})
+            self.progress.set_postfix(auroc=f"{new[0]['value']:.3f}")
+            self.progress.update()
+        return {r["metric"]: r["value"] for r in new if r["scope"] == "global"}
 
+
+def run_rounds(
+    observing: ObservingGrid,
+    plan: Plan,
+    start: Callable[[ObservingGrid, GlobalEvaluation], None],
+) -> Outcome:
+    """Run a server loop (``start``) on ``observing``; stop cleanly when too few hospitals are eligible."""
+    evaluation = GlobalEvaluation(plan)
     # Flower samples hospitals with `random` and its DP wrappers and mods draw
-    # noise from numpy's global generator: seed both for reproducible runs.
+    # noise from numpy's global generator (so does SecAgg+'s stochastic
+    # rounding): seed both for reproducible runs.
     random.seed(plan.seed)
     np.random.seed(plan.seed)
+    try:
+        start(observing, evaluation)
+    except TooFewEligible as stop:
+        observing.events.append({"round": observing.completed_rounds + 1, "hospital": "*",
+                                 "event": "stopped", "reason": str(stop)})
+        rows = evaluation.rows
+        if not rows or rows[-1]["round"] != observing.completed_rounds:
+            evaluation(observing.completed_rounds, evaluation.latest)
+    finally:
+        evaluation.progress.close()
+    return Outcome(weights=evaluation.latest, rows=evaluation.rows, events=observing.events)
+
+
+def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
+    """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
     strategy = plan.strategy
     observing = ObservingGrid(
         grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
         min_nodes=max(getattr(strategy, "min_available_nodes", 1), getattr(strategy, "min_train_nodes", 1)),
     )
-    try:
+
+    def start(observing: ObservingGrid, evaluation: GlobalEvaluation) -> None:
+        def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            metrics = evaluation(server_round, arrays.to_numpy_ndarrays())
+            return None if metrics is None else MetricRecord(metrics)
+
         strategy.start(
             grid=observing,
-            initial_arrays=ArrayRecord(trainer.initial_weights(plan.seed)),
+            initial_arrays=ArrayRecord(evaluation.trainer.initial_weights(plan.seed)),
             num_rounds=plan.rounds,
             train_config=plan.train_config(),
             evaluate_fn=evaluate,
         )
-    except TooFewEligible as stop:
-        observing.events.append({"round": observing.completed_rounds + 1, "hospital": "*",
-                                 "event": "stopped", "reason": str(stop)})
-        if not rows or rows[-1]["round"] != observing.completed_rounds:
-            evaluate(observing.completed_rounds, ArrayRecord(latest[0]))
-    finally:
-        progress.close()
-    return Outcome(weights=latest[0], rows=rows, events=observing.events)
+
+    return run_rounds(observing, plan, start)
