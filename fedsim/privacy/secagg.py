@@ -39,16 +39,17 @@ class SecAgg(SecAggSettings, Component):
     must stay to unmask; ``clipping_range``, ``quantization_range`` and
     ``modulus_range`` set the integer encoding; ``max_weight`` caps a
     hospital's example count (None: the largest hospital's); ``timeout`` is
-    for Flower's own runtimes. Runs on the in-process engine.
+    for Flower's own runtimes. Runs on both engines (on Ray, the hospitals'
+    stochastic rounding is not seeded: runs agree up to quantization error).
     """
 
     def install(self, plan: Plan) -> None:
         if plan.secagg is not None:
             raise ValueError("privacy: SecAgg is given twice")
         plan.secagg = self
-        # Outermost mod: every other mod (clipping, local noise, an adversary)
-        # then acts on the plaintext update before it is masked, and only sees
-        # the real fit message, never the protocol's key-exchange stages.
+        # The engine keeps it the outermost mod (``fedsim.engine.secagg.client_mods``),
+        # whatever components install later: every other mod then acts on the
+        # plaintext fit message and update, before the update is masked.
         plan.client_mods.insert(0, secaggplus_mod)
 
 
