@@ -1,6 +1,7 @@
-"""``fedsim run|data ...``: the public API from the shell.
+"""``fedsim run|data|audit|report ...``: the public API from the shell.
 
-Bad input (config, arguments) prints one ``error: ...`` line and exits 2.
+Bad input (config, arguments) prints one ``error: ...`` line and exits 2;
+``fedsim audit verify`` exits 1 when the log was tampered with.
 """
 
 import argparse
@@ -17,7 +18,7 @@ from fedsim.plots import plot_comparison
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
                    "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
-                   "privacy_budget")
+                   "privacy_budget", "policies")
 PRIVACY = {"dpsgd": fs.privacy.DPSGD, "central_dp": fs.privacy.CentralDP, "local_dp": fs.privacy.LocalDP}
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
@@ -74,8 +75,8 @@ def build_federation(spec: dict) -> fs.Federation:
         raise ValueError(f"federation: {error}") from None
 
 
-def run(config_path: str, out: str | None) -> Path:
-    """Run the configured experiment (and baselines); write metrics, config and a figure."""
+def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path:
+    """Run the configured experiment (and baselines); write metrics, config, a figure and the audit log."""
     config = load_config(config_path)
     fed = build_federation(config["federation"])
     experiment = fs.Experiment(federation=fed, privacy=build_privacy(config.get("privacy")),
@@ -85,15 +86,15 @@ def run(config_path: str, out: str | None) -> Path:
     if unknown:
         raise ValueError(f"baselines: unknown {unknown}; allowed: {sorted(BASELINES)}")
     epochs = experiment.rounds * experiment.local_epochs
-    result = experiment.run()
+    folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    key = fs.governance.load_key(audit_key) if audit_key else None
+    result = experiment.replace(out=folder, audit_key=key).run()  # writes folder/audit.jsonl
     runs = {experiment.label: result}
     for name in baselines:
         runs[name] = BASELINES[name](fed, model=experiment.model, epochs=epochs, batch_size=experiment.batch_size,
                                      learning_rate=experiment.learning_rate, seed=experiment.seed)
     table = fs.compare(runs)
 
-    folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=True)
     table.to_csv(folder / "metrics.csv", index=False)
     if not result.privacy.empty:
         result.privacy.to_csv(folder / "privacy.csv", index=False)
@@ -105,7 +106,7 @@ def run(config_path: str, out: str | None) -> Path:
     final = table[(table.scope == "global") & (table["round"] == table.groupby("run")["round"].transform("max"))]
     print(f"\n{fed!r}\n")
     print(final.pivot(index="run", columns="metric", values="value").round(3).to_string())
-    print(f"\nwrote {folder}/metrics.csv, config.yaml, auroc.png")
+    print(f"\nwrote {folder}/metrics.csv, config.yaml, auroc.png, audit.jsonl")
     return folder
 
 
@@ -143,14 +144,43 @@ def parser() -> argparse.ArgumentParser:
     gen.add_argument("--knob", action="append", default=[], metavar="NAME=VALUE",
                      help=f"heterogeneity knob, repeatable; one of {', '.join(data_synthetic.KNOBS)}")
     gen.add_argument("--out", default="data")
+    run_cmd.add_argument("--audit-key", help="sign the audit log: a PEM Ed25519 private key or an HMAC secret file")
+    audit = commands.add_parser("audit", help="audit logs").add_subparsers(dest="audit_command", required=True)
+    check = audit.add_parser("verify", help="check an audit log's hash chain (and signatures, given the key)")
+    check.add_argument("log", help="an audit.jsonl, or the results folder holding it")
+    check.add_argument("--key", help="PEM Ed25519 key (public or private) or HMAC secret file")
+    check.add_argument("--head", help="the hash the log must end at (detects a removed or extended tail)")
+    rep = commands.add_parser("report", help="risk report of a results folder (Markdown + HTML)")
+    rep.add_argument("results")
+    rep.add_argument("--baseline", help="results folder of the same experiment without its attacks")
+    rep.add_argument("--key", help="key to verify the audit log's signatures")
     return main
+
+
+def audit_verify(args) -> int:
+    path = Path(args.log)
+    path = path / "audit.jsonl" if path.is_dir() else path
+    key = fs.governance.load_key(args.key) if args.key else None
+    verification = fs.governance.verify(path, key=key, expected_head=args.head)
+    print(verification.summary())
+    return 0 if verification.ok else 1
+
+
+def report(args) -> None:
+    key = fs.governance.load_key(args.key) if args.key else None
+    paths = fs.governance.report(args.results, baseline=args.baseline, key=key)
+    print(f"wrote {paths['markdown']} and {paths['html']}")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
-            run(args.config, args.out)
+            run(args.config, args.out, args.audit_key)
+        elif args.command == "audit":
+            return audit_verify(args)
+        elif args.command == "report":
+            report(args)
         elif args.data_command == "list":
             for name in data_synthetic.list_scenarios():
                 print(f"{name}: {data_synthetic.load_card(name).title}")

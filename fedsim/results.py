@@ -2,6 +2,7 @@
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,6 +28,7 @@ class Result:
     model_fn: ModelFn
     config: dict = field(default_factory=dict)
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
+    audit_path: Path | None = None  # the run's audit.jsonl (see fedsim.governance)
 
     @property
     def participation(self) -> pd.DataFrame:
@@ -37,6 +39,17 @@ class Result:
     def privacy(self) -> pd.DataFrame:
         """The privacy ledger: one row per hospital and unit of privacy (empty without DP)."""
         return self.tables.get("privacy", pd.DataFrame())
+
+    @property
+    def audit(self) -> pd.DataFrame:
+        """The audit log, one row per entry (seq, time, kind, round, data); empty without a log."""
+        from fedsim.governance.audit import read
+
+        if self.audit_path is None or not Path(self.audit_path).exists():
+            return pd.DataFrame(columns=["seq", "time", "kind", "round", "data"])
+        entries = read(self.audit_path)
+        return pd.DataFrame([{"seq": e["seq"], "time": e["time"], "kind": e["kind"],
+                              "round": e["data"].get("round"), "data": e["data"]} for e in entries])
 
     def final(self, metric: str = "auroc", scope: str = "global") -> float:
         """The metric after the last round."""

@@ -1,0 +1,210 @@
+"""Institution policies: what each hospital allows, enforced by the engine and logged.
+
+``Experiment(policies={"h03": Policy(max_epsilon=2.0, min_records=300), "default": Policy(...)})``
+
+A hospital's own Policy replaces the ``"default"`` one as a whole (fields
+are not merged); hospitals with neither have no policy.
+
+- ``max_epsilon``: the hospital takes part in a round only while that round
+  keeps every DP mechanism's epsilon for it at or below the cap; without any
+  DP technique in the run its epsilon is unbounded, so it never takes part.
+- ``min_records``: below this many records (train + test), no metric about the
+  hospital is released: its rows leave ``Result.metrics`` and the report.
+- ``evaluate=False``: its test split is never used (neither for its own
+  metrics nor in the pooled global test set).
+- ``share_metrics=False``: its per-hospital metrics are computed for no one
+  and suppressed from outputs; its test rows still count in the global metric.
+
+Each enforcement becomes a row of ``Result.tables["policy"]`` and an entry of
+the audit log. The audit log itself is an internal governance record and
+keeps per-hospital facts (update norms, epsilons) for the auditor.
+"""
+
+import dataclasses
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fedsim.components import Component
+from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.federation import Federation
+
+COLUMNS = ["round", "hospital", "policy", "action", "detail"]
+
+
+@dataclass(frozen=True)
+class Policy:
+    """One institution's conditions for taking part (see the module docstring)."""
+
+    max_epsilon: float | None = None
+    min_records: int = 0
+    evaluate: bool = True
+    share_metrics: bool = True
+
+    def __post_init__(self):
+        cap = self.max_epsilon
+        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
+            raise ValueError(f"max_epsilon: must be a number > 0 or None, got {cap!r}")
+        if isinstance(self.min_records, bool) or not isinstance(self.min_records, int) or self.min_records < 0:
+            raise ValueError(f"min_records: must be an integer >= 0, got {self.min_records!r}")
+        for name in ("evaluate", "share_metrics"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+
+
+def resolve_policies(policies, federation: Federation) -> dict[str, Policy]:
+    """``policies`` (hospital or "default" -> Policy or a mapping of its fields) as one Policy per hospital."""
+    if policies is None:
+        return {}
+    if not isinstance(policies, dict):
+        raise ValueError(f"policies: expected a mapping of hospital id (or 'default') to a Policy, "
+                         f"got {type(policies).__name__}")
+    allowed = {"default", *federation.hospitals}
+    checked = {}
+    for key, policy in policies.items():
+        if key not in allowed:
+            raise ValueError(f"policies: unknown hospital {key!r}; allowed: 'default' or a hospital id")
+        if isinstance(policy, dict):
+            fields = {f.name for f in dataclasses.fields(Policy)}
+            unknown = set(policy) - fields
+            if unknown:
+                raise ValueError(f"policies[{key!r}]: unknown keys {sorted(unknown)}; allowed: {sorted(fields)}")
+            policy = Policy(**policy)
+        if not isinstance(policy, Policy):
+            raise ValueError(f"policies[{key!r}]: expected a Policy or a mapping, got {type(policy).__name__}")
+        checked[key] = policy
+    default = checked.get("default")
+    return {h: checked.get(h, default) for h in federation.hospitals if checked.get(h, default) is not None}
+
+
+def without_test_rows(fed: Federation, hospitals: set[str]) -> Federation:
+    """The federation with the test splits of ``hospitals`` removed (their train rows stay)."""
+    keep = np.ones(len(fed.y_test), dtype=bool)
+    sizes = np.diff(fed.test_offsets).copy()
+    for i, hospital in enumerate(fed.hospitals):
+        if hospital in hospitals:
+            keep[fed.test_offsets[i]:fed.test_offsets[i + 1]] = False
+            sizes[i] = 0
+    return dataclasses.replace(fed, x_test=fed.x_test[keep], y_test=fed.y_test[keep],
+                               test_offsets=np.concatenate([[0], np.cumsum(sizes)]))
+
+
+class PolicyEnforcer(RoundObserver):
+    """The per-run state of ``Policies``: eligibility, evaluation split, releases, enforcement log."""
+
+    def __init__(self, policies: dict[str, Policy], plan: Plan):
+        self.policies = policies
+        self.plan = plan
+        fed = plan.federation
+        self.records = {h: int(np.diff(fed.train_offsets)[i] + np.diff(fed.test_offsets)[i])
+                        for i, h in enumerate(fed.hospitals)}
+        self.enforcements: list[dict] = []
+        self.completed_rounds = 0
+        self._seen: set[tuple] = set()
+        self._drained = 0
+
+    def _enforce(self, server_round: int, hospital: str, policy: str, action: str, detail: str) -> None:
+        key = (server_round, hospital, policy, action)
+        if key not in self._seen:
+            self._seen.add(key)
+            self.enforcements.append({"round": server_round, "hospital": hospital, "policy": policy,
+                                      "action": action, "detail": detail})
+
+    def _ledger(self):
+        from fedsim.privacy import PrivacyLedger
+
+        return next((o for o in self.plan.observers if isinstance(o, PrivacyLedger)), None)
+
+    def eligible(self, hospital: str) -> str | None:
+        policy = self.policies.get(hospital)
+        if policy is None or policy.max_epsilon is None:
+            return None
+        upcoming = self.completed_rounds + 1
+        ledger = self._ledger()
+        if ledger is None or not ledger.charges:
+            reason = f"policy: max_epsilon {policy.max_epsilon:g}, but the run has no DP (epsilon unbounded)"
+        else:
+            reason = None
+            for i, charge in enumerate(ledger.charges):
+                spent = ledger.epsilon(i, hospital, charge.next_steps[hospital])
+                if spent > policy.max_epsilon:
+                    reason = (f"policy: one more round of {charge.mechanism} would reach epsilon {spent:.3f} "
+                              f"> max_epsilon {policy.max_epsilon:g}")
+                    break
+        if reason:
+            self._enforce(upcoming, hospital, "max_epsilon", "excluded from round", reason)
+        return reason
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        if exchange.message_type == "train":
+            self.completed_rounds = max(self.completed_rounds, exchange.server_round)
+
+    def install(self) -> None:
+        plan = self.plan
+        no_eval = {h for h, p in self.policies.items() if not p.evaluate}
+        if no_eval:
+            fed = plan.federation
+            for i, hospital in enumerate(fed.hospitals):
+                if hospital in no_eval:
+                    n = int(fed.test_offsets[i + 1] - fed.test_offsets[i])
+                    self._enforce(0, hospital, "evaluate", "test split left out of evaluation",
+                                  f"policy: evaluate=false; its {n} test rows are not used")
+            plan.federation = without_test_rows(fed, no_eval)
+        if any(p.max_epsilon is not None for p in self.policies.values()):
+            plan.eligibility.append(self.eligible)
+        plan.observers.append(self)
+        plan.reports["policy"] = self.table
+
+    def suppressed(self) -> dict[str, str]:
+        """Hospitals whose metrics may not be released, with the policy that says so."""
+        out = {}
+        for hospital, policy in self.policies.items():
+            if not policy.evaluate:
+                out[hospital] = "policy: evaluate=false (not evaluated)"
+            elif not policy.share_metrics:
+                out[hospital] = "policy: share_metrics=false"
+            elif self.records[hospital] < policy.min_records:
+                out[hospital] = f"policy: {self.records[hospital]} records < min_records {policy.min_records}"
+        return out
+
+    def release(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """``metrics`` without the rows about hospitals whose policy forbids releasing them."""
+        suppressed = self.suppressed()
+        for hospital, reason in suppressed.items():
+            rows = int((metrics.scope == hospital).sum())
+            policy = "evaluate" if "evaluate" in reason else "share_metrics" if "share" in reason else "min_records"
+            self._enforce(self.completed_rounds, hospital, policy, "metrics suppressed",
+                          f"{reason}; {rows} metric rows withheld")
+        return metrics[~metrics.scope.isin(suppressed)].reset_index(drop=True)
+
+    def drain(self) -> list[dict]:
+        """Enforcements not yet handed out (the audit log writes each once)."""
+        new = self.enforcements[self._drained:]
+        self._drained = len(self.enforcements)
+        return new
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.enforcements, columns=COLUMNS)
+
+
+class Policies(Component):
+    """Every hospital's ``Policy``, installed into a run (``Experiment(policies=...)`` does this)."""
+
+    def __init__(self, policies: dict, federation: Federation):
+        self.policies = resolve_policies(policies, federation)
+
+    def install(self, plan: Plan) -> PolicyEnforcer:
+        enforcer = PolicyEnforcer(self.policies, plan)
+        enforcer.install()
+        return enforcer
+
+    def __repr__(self) -> str:
+        return f"Policies({self.policies!r})"
+
+
+def policy_table(policies: dict[str, Policy]) -> list[dict]:
+    return [{"hospital": h, **dataclasses.asdict(p),
+             "max_epsilon": p.max_epsilon if p.max_epsilon is not None else math.inf}
+            for h, p in policies.items()]

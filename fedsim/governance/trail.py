@@ -1,0 +1,378 @@
+"""What an experiment writes to its audit log, and when.
+
+``Governance`` is created by ``Experiment.run`` after the components are
+installed. It installs the institution policies, opens ``audit.jsonl`` in the
+results folder and writes:
+
+- ``start``: the resolved config and its hash, software versions, a fingerprint
+  of each hospital's data (SHA-256 of its preprocessed rows, never the rows),
+  policies, privacy techniques with clipping and noise, the aggregation rule,
+  the attacks and defenses in play;
+- ``round`` (one per training round, before aggregation): sampled,
+  responding, dropped (failed), rejected and excluded hospitals with
+  reasons, each update's L2 norm, clipping/noise in force, each charged
+  hospital's cumulative DP steps (and epsilon, for hospitals under a cap),
+  the aggregation rule's decisions (Krum/MultiKrum selection recomputed with
+  Flower's own ``select_multikrum``; share of coordinates trimmed per
+  hospital for FedTrimmedAvg). Under SecAgg+ the masked-vectors stage is the
+  round (no update norms: the server only sees masked vectors); the other
+  protocol stages are ``exchange`` entries;
+- ``policy``: each enforcement of an institution policy;
+- ``result``: released metrics, participation, privacy ledger, other tables,
+  the model and a hash of its final weights;
+- ``end`` (or ``aborted`` then ``end`` when the run raised).
+"""
+
+import hashlib
+import importlib.metadata
+import os
+import platform
+import tempfile
+from datetime import datetime
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+
+from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
+from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+
+PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
+            "cryptography")
+RESULTS_ENV = "FEDSIM_RESULTS"
+
+
+def results_folder(out, label: str) -> Path:
+    """Where a run writes its audit log: ``out``, else a fresh folder under $FEDSIM_RESULTS or the temp dir.
+
+    Not the working directory: ``Experiment.run`` is called many times by
+    sweeps, notebooks and tests, which must not litter a repository; the CLI
+    keeps its own lasting default (``results/<config>-<time>``).
+    """
+    if out is not None:
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+    base = os.environ.get(RESULTS_ENV)
+    if base:
+        Path(base).mkdir(parents=True, exist_ok=True)
+    safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]
+    return Path(tempfile.mkdtemp(prefix=f"{safe}-{datetime.now():%Y%m%d-%H%M%S}-", dir=base or None))
+
+
+def versions() -> dict[str, str]:
+    found = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            found[name] = "not installed"
+    return found
+
+
+def fingerprints(fed) -> dict[str, dict]:
+    """Per hospital: record counts and SHA-256 of its preprocessed train and test rows (never the rows)."""
+    prints = {}
+    for i, hospital in enumerate(fed.hospitals):
+        h = hashlib.sha256()
+        for x, y in (fed.train_rows(i), fed.test_rows(i)):
+            h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+            h.update(np.ascontiguousarray(y, dtype=np.float32).tobytes())
+        prints[hospital] = {"n_train": int(fed.train_offsets[i + 1] - fed.train_offsets[i]),
+                            "n_test": int(fed.test_offsets[i + 1] - fed.test_offsets[i]),
+                            "sha256": h.hexdigest()}
+    return prints
+
+
+def strategy_chain(strategy) -> list:
+    """The strategy and the ones it wraps (Flower's DP wrappers keep theirs in ``.strategy``)."""
+    chain = []
+    while strategy is not None and len(chain) < 10:
+        chain.append(strategy)
+        strategy = getattr(strategy, "strategy", None)
+    return chain
+
+
+def strategy_settings(strategy) -> list[dict]:
+    keys = ("fraction_train", "min_train_nodes", "num_malicious_nodes", "num_nodes_to_select", "beta",
+            "clipping_norm", "noise_multiplier", "target_clipped_quantile", "clip_norm_lr", "proximal_mu")
+    return [{"class": type(s).__name__, **{k: getattr(s, k) for k in keys if hasattr(s, k)}}
+            for s in strategy_chain(strategy)]
+
+
+def name_of(thing) -> str:
+    return getattr(thing, "__name__", None) or type(thing).__name__
+
+
+THREATS_OF = {"LabelFlip": "poisoning", "SignFlip": "poisoning", "GaussianNoise": "poisoning",
+              "ALIE": "poisoning", "IPM": "poisoning", "InflatedClaim": "poisoning",
+              "ModelReplacement": "backdoor", "FreeRider": "free-riding",
+              "Dropout": "dropout", "Crash": "dropout", "Stragglers": "stragglers"}
+
+
+def threats_in_play(experiment, plan: Plan) -> dict[str, list[dict]]:
+    """Attacks, defenses, privacy and availability techniques in play, by where they come from.
+
+    Components come from the experiment (``fedsim.adversaries`` -> attacks,
+    ``fedsim.defenses`` -> defenses, ...). A ClientApp mod, reply screen or
+    observer given by the user counts as an attack when it has a ``threat``
+    attribute (e.g. ``"poisoning"``) and, optionally, ``hospitals``.
+    """
+    found = {"attacks": [], "defenses": [], "privacy": [], "availability": [], "other": []}
+    pieces = list(experiment.components())
+    pieces += [p for p in (*plan.client_mods, *plan.screens, *plan.observers)
+               if getattr(p, "threat", None) is not None
+               or not (getattr(p, "__module__", None) or type(p).__module__).startswith(("fedsim.", "flwr."))]
+    for piece in pieces:
+        module = getattr(piece, "__module__", None) or type(piece).__module__
+        row = {"name": name_of(piece), "description": repr(piece)[:300]}
+        threat = getattr(piece, "threat", None) or THREATS_OF.get(type(piece).__name__)
+        if threat is not None:
+            row["threat"] = str(threat)
+        hospitals = getattr(piece, "hospitals", None)
+        if isinstance(hospitals, str):
+            hospitals = [hospitals]
+        if isinstance(hospitals, (list, tuple)):
+            row["hospitals"] = [str(h) for h in hospitals]
+        if module.startswith(("fedsim.adversaries", "fedsim.attacks")) or (
+                getattr(piece, "threat", None) is not None):
+            found["attacks"].append(row)
+        elif module.startswith("fedsim.defenses") or piece in plan.screens:
+            found["defenses"].append(row)
+        elif module.startswith("fedsim.privacy") or module.startswith("flwr.client"):
+            found["privacy"].append(row)
+        elif module.startswith("fedsim.availability"):
+            found["availability"].append(row)
+        elif not module.startswith("fedsim.governance"):
+            found["other"].append(row)
+    return found
+
+
+def secagg_stage(exchange: Exchange) -> str | None:
+    """The SecAgg+ protocol stage of an exchange (its masked-vectors stage is the round's update), or None."""
+    for message in exchange.sent.values():
+        config = message.content.config_records.get(RECORD_KEY_CONFIGS)
+        if config is not None and Key.STAGE in config:
+            return str(config[Key.STAGE])
+    return None
+
+
+def _weights(content) -> list[np.ndarray] | None:
+    records = list(content.array_records.values())
+    if len(records) != 1:
+        return None
+    try:
+        return records[0].to_numpy_ndarrays()
+    except Exception:  # noqa: BLE001  (a hostile reply must not stop the audit)
+        return None
+
+
+def update_norms(exchange: Exchange) -> dict[str, float]:
+    """L2 norm of each reply's change to the weights it was sent (replies that carry weights)."""
+    norms = {}
+    for hospital, reply in exchange.replies.items():
+        if not reply.has_content() or hospital not in exchange.sent:
+            continue
+        new, old = _weights(reply.content), _weights(exchange.sent[hospital].content)
+        if new is None or old is None or len(new) != len(old):
+            continue
+        try:
+            norms[hospital] = float(np.sqrt(sum(np.sum((np.asarray(a, np.float64) - b) ** 2)
+                                                for a, b in zip(new, old, strict=True))))
+        except (ValueError, TypeError):
+            continue
+    return norms
+
+
+def aggregation_decisions(strategy, exchange: Exchange) -> dict:
+    """What the aggregation rule decided about each reply, recomputed from the replies it receives."""
+    inner = strategy_chain(strategy)[-1]
+    name = type(inner).__name__
+    updates = exchange.updates()
+    hospitals = list(updates)
+    if not hospitals:
+        return {"rule": name}
+    if name in ("Krum", "MultiKrum") and len(hospitals) > 1:
+        from flwr.serverapp.strategy.multikrum import select_multikrum
+
+        contents = [updates[h] for h in hospitals]
+        try:
+            chosen = select_multikrum(contents, num_malicious_nodes=inner.num_malicious_nodes,
+                                      num_nodes_to_select=inner.num_nodes_to_select)
+        except Exception as error:  # noqa: BLE001
+            return {"rule": name, "error": f"could not recompute the selection: {error}"}
+        selected = [h for h, c in zip(hospitals, contents) if any(c is s for s in chosen)]
+        note = ("recomputed on the replies as received; a server-side DP wrapper selects on clipped updates"
+                if len(strategy_chain(strategy)) > 1 else "recomputed with Flower's select_multikrum")
+        return {"rule": name, "selected": selected, "not_selected": [h for h in hospitals if h not in selected],
+                "note": note}
+    if name == "FedTrimmedAvg" and len(hospitals) > 2:
+        flats = [np.concatenate([np.ravel(w) for w in (_weights(updates[h]) or [])] or [np.zeros(0)])
+                 for h in hospitals]
+        if len({f.size for f in flats}) != 1 or not flats[0].size:
+            return {"rule": name}
+        stack = np.stack(flats)
+        cut = int(inner.beta * len(hospitals))
+        if cut == 0:
+            return {"rule": name, "trimmed_share": dict.fromkeys(hospitals, 0.0), "beta": inner.beta}
+        ranks = np.argsort(np.argsort(stack, axis=0, kind="stable"), axis=0, kind="stable")
+        trimmed = (ranks < cut) | (ranks >= len(hospitals) - cut)
+        return {"rule": name, "beta": inner.beta,
+                "trimmed_share": {h: float(trimmed[i].mean()) for i, h in enumerate(hospitals)}}
+    return {"rule": name, "aggregated": hospitals}
+
+
+class AuditTrail(RoundObserver):
+    """Writes one ``round`` entry per training round (observer) plus policy enforcements as they happen."""
+
+    def __init__(self, writer: AuditWriter, plan: Plan, enforcer: PolicyEnforcer | None):
+        self.writer = writer
+        self.plan = plan
+        self.enforcer = enforcer
+        self.excluded: dict[int, dict[str, str]] = {}
+        self.completed_rounds = 0
+
+    def witness(self, check):
+        """Wrap an eligibility check so that each exclusion it makes is kept for the round entry."""
+        def witnessed(hospital: str):
+            reason = check(hospital)
+            if reason:
+                self.excluded.setdefault(self.completed_rounds + 1, {}).setdefault(hospital, reason)
+            return reason
+
+        witnessed.__name__ = name_of(check)
+        return witnessed
+
+    def write_policies(self) -> None:
+        if self.enforcer is not None:
+            for row in self.enforcer.drain():
+                self.writer.append("policy", row)
+
+    def _privacy(self, responding: list[str]) -> dict:
+        """Per mechanism, each charged hospital's cumulative steps and rounds, and its epsilon where capped.
+
+        Epsilon is computed only for hospitals under a cap (a privacy budget or
+        a policy's max_epsilon): their eligibility check has just run the
+        accountant for the same steps, so it is cached. For the others one
+        accountant call per hospital and round would slow DP runs down a lot
+        (dp-accounting: ~0.1 s RDP, ~1 s PLD); the steps logged here fix
+        their epsilon, and the result entry holds the final epsilons.
+        """
+        from fedsim.privacy import PrivacyLedger
+
+        ledger = next((o for o in self.plan.observers if isinstance(o, PrivacyLedger)), None)
+        if ledger is None or not ledger.charges:
+            return {}
+        policies = self.enforcer.policies if self.enforcer is not None else {}
+        capped = {h for h in self.plan.federation.hospitals
+                  if ledger.budget.get(h, ledger.budget.get("default")) is not None
+                  or (h in policies and policies[h].max_epsilon is not None)}
+        spent = {}
+        for i, charge in enumerate(ledger.charges):
+            charged = self.plan.federation.hospitals if charge.per == "round" else responding
+            spent[charge.mechanism] = {
+                h: {"steps": ledger.steps[i][h], "rounds": ledger.rounds[i][h],
+                    **({"epsilon": ledger.epsilon(i, h)} if h in capped else {})}
+                for h in charged}
+        return spent
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        self.write_policies()
+        stage = secagg_stage(exchange)
+        if exchange.message_type != "train" or stage not in (None, Stage.COLLECT_MASKED_VECTORS):
+            self.writer.append("exchange", {"round": exchange.server_round, "type": exchange.message_type,
+                                            "secagg_stage": stage, "sent": sorted(exchange.sent),
+                                            "replied": sorted(exchange.replies)})
+            return
+        failures = exchange.failures()
+        responding = sorted(h for h, m in exchange.replies.items() if m.has_content())
+        dropped = {h: "no reply" for h in exchange.sent if h not in exchange.replies}
+        dropped.update(failures)
+        norms = update_norms(exchange)
+        settings = {k: v for k, v in self.plan.train_config().items() if k.startswith(("dpsgd", "proximal"))}
+        clipping = [s for s in strategy_settings(self.plan.strategy) if "clipping_norm" in s]
+        self.writer.append("round", {
+            "round": exchange.server_round,
+            "sampled": sorted(exchange.sent),
+            "responding": responding,
+            "dropped": dropped,
+            "rejected": dict(exchange.rejected),
+            "excluded": self.excluded.get(exchange.server_round, {}),
+            "update_norms": norms,
+            "clipping_and_noise": {"client_training": settings, "strategy": clipping},
+            "privacy_spent": self._privacy(responding),
+            "aggregation": aggregation_decisions(self.plan.strategy, exchange),
+        })
+        self.completed_rounds = max(self.completed_rounds, exchange.server_round)
+
+
+class Governance:
+    """Policies and the audit log of one run (created and driven by ``Experiment.run``)."""
+
+    def __init__(self, experiment, plan: Plan, policies: dict | None = None, out=None, key: AuditKey | None = None):
+        self.plan = plan
+        resolved = Policies(policies, plan.federation) if policies else None
+        self.enforcer = resolved.install(plan) if resolved and resolved.policies else None
+        self.folder = results_folder(out, plan.label)
+        self.path = self.folder / "audit.jsonl"
+        if self.path.exists() and self.path.stat().st_size:  # a rerun into the same folder keeps the old log
+            stamp = datetime.fromtimestamp(self.path.stat().st_mtime).strftime("%Y%m%d-%H%M%S-%f")
+            self.path.rename(self.folder / f"audit-{stamp}.jsonl")
+        self.writer = AuditWriter(self.path, key)
+        self.trail = AuditTrail(self.writer, plan, self.enforcer)
+        plan.eligibility[:] = [self.trail.witness(check) for check in plan.eligibility]
+        plan.observers.append(self.trail)
+        config = plain(experiment.config())
+        self.writer.append("start", {
+            "label": plan.label,
+            "config": config,
+            "config_hash": digest(config),
+            "versions": versions(),
+            "data_fingerprints": fingerprints(experiment.federation),
+            "policies": policy_table(resolved.policies) if resolved else [],
+            "strategy": strategy_settings(plan.strategy),
+            "client_training": {k: v for k, v in plan.train_config().items()},
+            "in_play": threats_in_play(experiment, plan),
+            "signed": type(key).__name__ if key is not None else None,
+        })
+        self.trail.write_policies()
+
+    def release(self, metrics: pd.DataFrame) -> pd.DataFrame:
+        """The metrics the policies allow to be released."""
+        return metrics if self.enforcer is None else self.enforcer.release(metrics)
+
+    def finish(self, result, events: list[dict]) -> None:
+        """Write the policy enforcements left, the result, and the closing entry."""
+        if self.enforcer is not None:
+            result.tables["policy"] = self.enforcer.table()  # with the suppressions made at release
+        self.trail.write_policies()
+        model = result.model
+        digest_w = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in result.weights)).hexdigest()
+        tables = {name: table.to_dict(orient="records") for name, table in result.tables.items()
+                  if isinstance(table, pd.DataFrame) and name not in ("participation",)}
+        self.writer.append("result", {
+            "metrics": result.metrics.to_dict(orient="list"),
+            "participation": events,
+            "tables": tables,
+            "model": {"name": result.config.get("model"), "class": type(model).__name__,
+                      "parameters": int(model.count_params()),
+                      "layers": [{"name": layer.name, "class": type(layer).__name__,
+                                  "output": str(getattr(layer, "output_shape", ""))} for layer in model.layers],
+                      "n_features": result.federation.n_features,
+                      "features": list(getattr(result.federation.preprocessor, "features", [])),
+                      "target": result.federation.target, "weights_sha256": digest_w},
+        })
+        self.writer.append("end", {"status": "completed", "rounds": self.trail.completed_rounds})
+
+    def abort(self, error: BaseException) -> None:
+        """The run raised: log what and close the log (the chain stays valid)."""
+        try:
+            self.trail.write_policies()
+            self.writer.append("aborted", {"error": f"{type(error).__name__}: {error}"[:2000],
+                                           "rounds": self.trail.completed_rounds})
+            self.writer.append("end", {"status": "aborted", "rounds": self.trail.completed_rounds})
+        except OSError:
+            pass
