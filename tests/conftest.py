@@ -10,6 +10,15 @@ STRONG_NON_IID = dict(quantity_skew=1.0, label_skew=1.0, covariate_shift=1.0,
                       measurement_shift=1.0, missingness=1.0, concept_shift=1.0)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def results_in_a_temporary_folder(tmp_path_factory):
+    """Audit logs of runs without ``out`` go to one temporary folder, not /tmp at large."""
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FEDSIM_RESULTS", str(tmp_path_factory.mktemp("results")))
+    yield
+    mp.undo()
+
+
 @pytest.fixture(scope="session")
 def iid_fed():
     return fs.synthetic_federation("icu_mortality", n_hospitals=10, n_patients=6000, seed=0)
