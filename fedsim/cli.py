@@ -19,7 +19,8 @@ from fedsim.plots import plot_comparison
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
                    "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
                    "privacy_budget", "policies")
-PRIVACY = {"dpsgd": fs.privacy.DPSGD, "central_dp": fs.privacy.CentralDP, "local_dp": fs.privacy.LocalDP}
+PRIVACY = {"dpsgd": fs.privacy.DPSGD, "central_dp": fs.privacy.CentralDP, "local_dp": fs.privacy.LocalDP,
+           "secagg": fs.privacy.SecAgg}
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
 

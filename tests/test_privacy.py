@@ -151,3 +151,23 @@ def test_pld_accountant_is_available(small_fed):
     rdp_eps = run(small_fed, privacy=DPSGD(noise_multiplier=1.0)).privacy.epsilon
     assert (res.privacy.accountant == "pld").all()
     assert (res.privacy.epsilon <= rdp_eps + 1e-9).all()  # PLD is tighter than RDP
+
+
+def test_dpsgd_under_secagg_charges_each_round_once(small_fed):
+    plain = run(small_fed, privacy=DPSGD(noise_multiplier=1.0))
+    both = run(small_fed, privacy=[DPSGD(noise_multiplier=1.0), fs.privacy.SecAgg()])
+    cols = ["hospital", "steps", "rounds", "epsilon"]
+    assert both.privacy[cols].equals(plain.privacy[cols])
+    # Masking changes what the server sees, not the model (up to quantization).
+    assert abs(both.final("auroc") - plain.final("auroc")) < 1e-3
+
+
+def test_client_side_central_dp_with_secagg_is_distributed_dp(small_fed):
+    dp = CentralDP(noise_multiplier=0.0, clipping_norm=1e9, side="client")
+    plain, secure = run(small_fed), run(small_fed, privacy=[dp, fs.privacy.SecAgg()])
+    assert abs(secure.final("auroc") - plain.final("auroc")) < 1e-3  # no noise, no clipping: FedAvg
+    noisy = run(small_fed, privacy=[CentralDP(noise_multiplier=1.0, clipping_norm=0.1, side="client"),
+                                    fs.privacy.SecAgg()])
+    assert max(np.abs(a - b).max() for a, b in zip(noisy.weights, plain.weights)) > 1e-3
+    assert (noisy.privacy.mechanism == "central DP (client-side fixed clipping)").all()
+    assert noisy.privacy.epsilon.notna().all() and (noisy.privacy.steps == 2).all()

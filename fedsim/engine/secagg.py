@@ -26,11 +26,14 @@ from flwr.client.mod import secaggplus_mod
 from flwr.common import ndarrays_to_parameters
 from flwr.server import ServerConfig
 from flwr.server.compat import LegacyContext
+from flwr.client.mod import fixedclipping_mod as legacy_fixedclipping_mod
+from flwr.clientapp.mod import fixedclipping_mod
+from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping as LegacyClientSideFixedClipping
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
 from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD, Key
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import FedAvg
+from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 from flwr.supercore.run import RunNotRunningException
 
 from fedsim.engine.apps import GlobalEvaluation, Outcome, Plan, run_rounds
@@ -103,7 +106,9 @@ def client_mods(plan: Plan) -> list[Callable]:
     on the plaintext fit message and reply, before the reply is masked. A mod
     that raises there is a hospital dropping out after sharing its keys.
     """
-    return [secaggplus_mod, *(mod for mod in plan.client_mods if mod is not secaggplus_mod)]
+    # Hospitals clip for client-side central DP inside the protocol, in the legacy format it speaks.
+    swap = {fixedclipping_mod: legacy_fixedclipping_mod}
+    return [secaggplus_mod, *(swap.get(mod, mod) for mod in plan.client_mods if mod is not secaggplus_mod)]
 
 
 class _LoggedAsEvents(logging.Filter):
@@ -139,9 +144,17 @@ class _LegacyObservingGrid(ObservingGrid):
         return list(self._last)
 
 
+def _client_side_dp(plan: Plan) -> DifferentialPrivacyClientSideFixedClipping | None:
+    """The client-side fixed-clipping DP wrapper around FedAvg, if that is the plan's strategy."""
+    strategy = plan.strategy
+    return strategy if isinstance(strategy, DifferentialPrivacyClientSideFixedClipping) else None
+
+
 def check_plan(plan: Plan) -> tuple[float, int, int]:
     """The legacy FedAvg's sampling (fraction, min fit, min available), after checking the plan fits SecAgg+."""
     settings, strategy = plan.secagg, plan.strategy
+    if _client_side_dp(plan) is not None:  # distributed DP: hospitals clip, the server noises the sum
+        strategy = strategy.strategy
     if type(strategy) is not FedAvg:
         raise ValueError(f"privacy: SecAgg aggregates a weighted average (FedAvg); strategy "
                          f"{type(strategy).__name__} is not supported with it")
@@ -201,6 +214,9 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> O
             initial_parameters=ndarrays_to_parameters(evaluation.trainer.initial_weights(plan.seed)),
             fit_metrics_aggregation_fn=lambda metrics: {},
         )
+        if (dp := _client_side_dp(plan)) is not None:
+            strategy = LegacyClientSideFixedClipping(strategy, dp.noise_multiplier, dp.clipping_norm,
+                                                     dp.num_sampled_clients)
         context = LegacyContext(
             Context(run_id=observing.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),
             config=ServerConfig(num_rounds=plan.rounds), strategy=strategy,

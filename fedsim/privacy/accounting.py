@@ -18,7 +18,10 @@ import dp_accounting
 import pandas as pd
 from dp_accounting import pld, rdp
 
+from flwr.common.secure_aggregation.secaggplus_constants import Stage
+
 from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.privacy.secagg import protocol_stage
 
 ACCOUNTANTS = ("rdp", "pld")
 
@@ -116,7 +119,8 @@ class PrivacyLedger(RoundObserver):
         return None
 
     def on_exchange(self, exchange: Exchange) -> None:
-        if exchange.message_type != "train":
+        # Under SecAgg+ a round is four exchanges; updates are released in one of them.
+        if exchange.message_type != "train" or protocol_stage(exchange) not in (None, Stage.COLLECT_MASKED_VECTORS):
             return
         released = {h: m.content for h, m in exchange.replies.items() if m.has_content()}
         for i, charge in enumerate(self.charges):
@@ -124,7 +128,9 @@ class PrivacyLedger(RoundObserver):
                 excluded = self.excluded.get(exchange.server_round, set())
                 charged = {h: 1 for h in self.hospitals if h not in excluded}
             elif charge.per == "step":
-                charged = {h: int(c["metrics"]["local_steps"]) for h, c in released.items()}
+                # Masked SecAgg+ replies carry no metrics: charge the steps a round runs.
+                charged = {h: int(c["metrics"]["local_steps"]) if "metrics" in c else charge.next_steps[h]
+                           for h, c in released.items()}
             else:
                 charged = dict.fromkeys(released, 1)
             for hospital, steps in charged.items():
