@@ -11,34 +11,13 @@ and DPSequential (fast clipping in a Keras model).
     python benchmarks/dpsgd.py
 """
 
-import time
-
-import numpy as np
-
 import fedsim as fs
 from fedsim._tf import tf
 from fedsim.privacy import DPSGD
 
 from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential  # noqa: E402, I001
 from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras, dp_optimizer_keras_vectorized  # noqa: E402
-
-
-def best_of(fn, repeat=3):
-    fn()
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return min(times)
-
-
-def round_cost(fed, privacy):
-    """Seconds per round: (3 rounds - 1 round) / 2, so set-up and evaluation cancel."""
-    def run(rounds):
-        fs.Experiment(federation=fed, rounds=rounds, evaluate_every=rounds, privacy=privacy).run()
-
-    return (best_of(lambda: run(3)) - best_of(lambda: run(1))) / 2
+from timing import best_of, round_cost  # noqa: E402
 
 
 def keras_epoch(fed, kind):
@@ -62,14 +41,18 @@ def keras_epoch(fed, kind):
     model.compile(optimizer=optimizer, loss=loss)
     x, y = fed.x_train, fed.y_train[:, None]
     n = len(y) - len(y) % 32  # microbatching needs whole batches
-    return best_of(lambda: model.fit(x[:n], y[:n], batch_size=32, epochs=1, verbose=0), repeat=2)
+    def epoch():
+        model.fit(x[:n], y[:n], batch_size=32, epochs=1, verbose=0)
+
+    epoch()  # warm-up: trace
+    return best_of(epoch, repeat=2)
 
 
 def main():
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=20, n_patients=20 * 750, seed=0)
     print(f"workload: {fed!r}\n")
-    plain = round_cost(fed, None)
-    dp = round_cost(fed, DPSGD(noise_multiplier=1.0, l2_norm_clip=1.0))
+    plain = round_cost(fed, repeat=3)
+    dp = round_cost(fed, repeat=3, privacy=DPSGD(noise_multiplier=1.0, l2_norm_clip=1.0))
     print(f"fedsim round, plain SGD          {plain:6.2f} s")
     print(f"fedsim round, DP-SGD (default)   {dp:6.2f} s   DP/plain = {dp / plain:4.2f}x\n")
     reference = {kind: keras_epoch(fed, kind) for kind in

@@ -16,25 +16,14 @@ import json
 import resource
 import subprocess
 import sys
-import time
-
 import numpy as np
+from timing import best_of, round_cost
 
 import fedsim as fs
 from fedsim.models import mlp
 from fedsim.training import trainer_for
 
 ROUNDS = 3
-
-
-def timed(fn, repeat=3):
-    """Best wall time of ``repeat`` calls (after the caller's warm-up)."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def fedsim_run(fed, **kwargs):
@@ -50,16 +39,6 @@ def centralized_loop(fed, steps):
     epochs = -(-steps // per_epoch)
     trainer.fit(weights, fed.x_train, fed.y_train, epochs=epochs, batch_size=32, learning_rate=0.05,
                 rng=np.random.default_rng(0), max_steps=steps)
-
-
-def round_cost(fed, fraction_train):
-    """Seconds per training round: (3 rounds - 1 round) / 2, so set-up and evaluation cancel."""
-    def run(rounds):
-        fs.Experiment(federation=fed, model="mlp", rounds=rounds, fraction_train=fraction_train,
-                      evaluate_every=rounds).run()
-
-    run(1)
-    return (timed(lambda: run(3)) - timed(lambda: run(1))) / 2
 
 
 def peak_rss_with(n_hospitals: int) -> float:
@@ -85,16 +64,16 @@ def main():
 
     fedsim_run(fed)  # warm-up: trace the compiled functions once
     centralized_loop(fed, steps)
-    t_inprocess = timed(lambda: fedsim_run(fed))
-    t_central = timed(lambda: centralized_loop(fed, steps))
+    t_inprocess = best_of(lambda: fedsim_run(fed))
+    t_central = best_of(lambda: centralized_loop(fed, steps))
     results = {"inprocess_s": t_inprocess, "centralized_s": t_central}
     if not args.skip_ray:
-        results["ray_s"] = timed(lambda: fedsim_run(fed, engine="ray"), repeat=1)
+        results["ray_s"] = best_of(lambda: fedsim_run(fed, engine="ray"), repeat=1)
 
     big = fs.synthetic_federation("icu_mortality", n_hospitals=1000, n_patients=1000 * 750, seed=0)
     small = fs.synthetic_federation("icu_mortality", n_hospitals=50, n_patients=50 * 750, seed=0)
-    results["round_50_of_1000_s"] = round_cost(big, fraction_train=0.05)
-    results["round_50_of_50_s"] = round_cost(small, fraction_train=1.0)
+    results["round_50_of_1000_s"] = round_cost(big, fraction_train=0.05, repeat=3)
+    results["round_50_of_50_s"] = round_cost(small, fraction_train=1.0, repeat=3)
     results["peak_rss_10000_hospitals_mib"] = peak_rss_with(10_000)
     results["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 

@@ -15,32 +15,12 @@ round; how many rounds SecAgg+ still completes, and the round time.
 import json
 import time
 
+from timing import round_cost
+
 import fedsim as fs
-from fedsim.privacy.secagg import SecAgg
+from fedsim.privacy import SecAgg
 
 ROUNDS = 3
-
-
-def timed(fn, repeat=2):
-    """Best wall time of ``repeat`` calls."""
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def experiment(fed, rounds, privacy=None, client_mods=()):
-    return fs.Experiment(federation=fed, model="mlp", rounds=rounds, batch_size=32, evaluate_every=rounds,
-                         privacy=privacy, client_mods=list(client_mods))
-
-
-def round_cost(fed, privacy=None, client_mods=()):
-    """Seconds per training round, set-up and evaluation cancelled out."""
-    experiment(fed, 1, privacy, client_mods).run()  # warm-up
-    return (timed(lambda: experiment(fed, ROUNDS, privacy, client_mods).run())
-            - timed(lambda: experiment(fed, 1, privacy, client_mods).run())) / (ROUNDS - 1)
 
 
 def offline_after_sharing_keys(n_dropped):
@@ -60,9 +40,9 @@ def main():
     print(f"{'hospitals':>9} {'plain':>8} {'SecAgg+ k=3':>12} {'ratio':>6} {'SecAgg+ k=n/2':>14} {'ratio':>6}")
     for n in (10, 50):
         fed = fs.synthetic_federation("icu_mortality", n_hospitals=n, n_patients=n * 750, seed=0)
-        plain = round_cost(fed)
-        secagg = round_cost(fed, SecAgg())
-        secagg_wide = round_cost(fed, wide)
+        plain = round_cost(fed, rounds=ROUNDS, batch_size=32)
+        secagg = round_cost(fed, rounds=ROUNDS, batch_size=32, privacy=SecAgg())
+        secagg_wide = round_cost(fed, rounds=ROUNDS, batch_size=32, privacy=wide)
         results[n] = {"plain_s": plain, "secagg_s": secagg, "secagg_wide_s": secagg_wide}
         print(f"{n:>9} {plain:>8.3f} {secagg:>12.3f} {secagg / plain:>5.1f}x {secagg_wide:>14.3f} "
               f"{secagg_wide / plain:>5.1f}x")
@@ -74,7 +54,8 @@ def main():
         for name, settings in (("k=3, t=2", SecAgg()), ("k=5, t=3", SecAgg(num_shares=5, reconstruction_threshold=3))):
             mods = [offline_after_sharing_keys(n_dropped)]
             start = time.perf_counter()
-            res = experiment(fed, ROUNDS, settings, mods).run()
+            res = fs.Experiment(federation=fed, rounds=ROUNDS, evaluate_every=ROUNDS, privacy=settings,
+                                client_mods=mods).run()
             seconds = (time.perf_counter() - start) / ROUNDS
             aborted = int((res.participation["event"] == "aborted").sum()) if len(res.participation) else 0
             results[f"dropped_{n_dropped}_{name}"] = {"completed": ROUNDS - aborted, "s_per_round": seconds}

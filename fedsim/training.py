@@ -54,33 +54,15 @@ class Trainer:
         self.optimizer.build(self.model.trainable_variables)  # no variables created while tracing
         weight_specs = [tf.TensorSpec(v.shape, v.dtype) for v in self.model.weights]
         x_spec = tf.TensorSpec([None, n_features], tf.float32)
-        self.train_function = tf.function(
-            self._train_pass,
-            input_signature=[
-                weight_specs,
-                x_spec,
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.float32),
-            ],
+        scalar = tf.TensorSpec([], tf.float32)
+        # weights, x, y, row order, batch bounds, learning rate: what every training pass takes.
+        plan_specs = [weight_specs, x_spec, tf.TensorSpec([None], tf.float32),
+                      tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32), scalar]
+        self.train_function = tf.function(self._train_pass, input_signature=[*plan_specs, scalar])  # + proximal mu
+        self.dp_train_function = tf.function(  # + clip norm, noise multiplier, noise seed
+            self._dp_train_pass, input_signature=[*plan_specs, scalar, scalar, tf.TensorSpec([2], tf.int64)]
         )
         self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
-        self.dp_train_function = tf.function(
-            self._dp_train_pass,
-            input_signature=[
-                weight_specs,
-                x_spec,
-                tf.TensorSpec([None], tf.float32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([None], tf.int32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([], tf.float32),
-                tf.TensorSpec([2], tf.int64),
-            ],
-        )
         # Traced once, here; calling the concrete functions skips per-call argument binding.
         self._train = self.train_function.get_concrete_function()
         self._predict = self.predict_function.get_concrete_function()
