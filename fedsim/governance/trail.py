@@ -34,11 +34,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
 from fedsim.engine import Exchange, Plan, RoundObserver
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+from fedsim.privacy.secagg import protocol_stage
 
 PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
             "cryptography")
@@ -149,15 +150,6 @@ def threats_in_play(experiment, plan: Plan) -> dict[str, list[dict]]:
         elif not module.startswith("fedsim.governance"):
             found["other"].append(row)
     return found
-
-
-def secagg_stage(exchange: Exchange) -> str | None:
-    """The SecAgg+ protocol stage of an exchange (its masked-vectors stage is the round's update), or None."""
-    for message in exchange.sent.values():
-        config = message.content.config_records.get(RECORD_KEY_CONFIGS)
-        if config is not None and Key.STAGE in config:
-            return str(config[Key.STAGE])
-    return None
 
 
 def _weights(content) -> list[np.ndarray] | None:
@@ -281,7 +273,7 @@ class AuditTrail(RoundObserver):
 
     def on_exchange(self, exchange: Exchange) -> None:
         self.write_policies()
-        stage = secagg_stage(exchange)
+        stage = protocol_stage(exchange)
         if exchange.message_type != "train" or stage not in (None, Stage.COLLECT_MASKED_VECTORS):
             self.writer.append("exchange", {"round": exchange.server_round, "type": exchange.message_type,
                                             "secagg_stage": stage, "sent": sorted(exchange.sent),
