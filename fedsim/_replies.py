@@ -143,7 +143,7 @@ class StrategyWrapper(Strategy):
         hospital = self.hospital(reply)
         reason = f"{type(self).__name__}: {reason}"
         self.rejections.append({"round": server_round, "hospital": hospital, "reason": reason})
-        record = getattr(self.grid, "_record", None)  # the run's participation log (ObservingGrid)
+        record = getattr(self.grid, "record", None)  # the run's participation log (ObservingGrid)
         if record is not None:
             record(server_round, hospital, "rejected", reason)
 

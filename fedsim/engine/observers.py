@@ -92,7 +92,7 @@ class ObservingGrid(Grid):
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
-    def _record(self, server_round: int, hospital: str, event: str, reason: str) -> None:
+    def record(self, server_round: int, hospital: str, event: str, reason: str) -> None:
         """Log an event once (strategies ask for node ids several times a round)."""
         key = (server_round, hospital, event)
         if key not in self._seen:
@@ -109,7 +109,7 @@ class ObservingGrid(Grid):
             hospital = self.hospital_of(node_id)
             reasons = [r for check in self.eligibility if (r := check(hospital))]
             if reasons:
-                self._record(upcoming, hospital, "excluded", "; ".join(reasons))
+                self.record(upcoming, hospital, "excluded", "; ".join(reasons))
             else:
                 eligible.append(node_id)
         if len(eligible) < self.min_nodes:
@@ -136,11 +136,11 @@ class ObservingGrid(Grid):
             replies={self.hospital_of(r.metadata.src_node_id): r for r in replies},
         )
         for hospital, reason in exchange.failures().items():
-            self._record(exchange.server_round, hospital, "failed", reason)
+            self.record(exchange.server_round, hospital, "failed", reason)
         for screen in self.screens:
             for hospital, reason in screen.screen(exchange).items():
                 exchange.rejected.setdefault(hospital, reason)
-                self._record(exchange.server_round, hospital, "rejected", reason)
+                self.record(exchange.server_round, hospital, "rejected", reason)
         for observer in self.observers:
             observer.on_exchange(exchange)
         if exchange.message_type == "train":
