@@ -165,10 +165,14 @@ def _weights(content) -> list[np.ndarray] | None:
 def update_norms(exchange: Exchange) -> dict[str, float]:
     """L2 norm of each reply's change to the weights it was sent (replies that carry weights)."""
     norms = {}
+    sent_weights: dict[int, list[np.ndarray] | None] = {}  # strategies send one shared record: decode it once
     for hospital, reply in exchange.replies.items():
         if not reply.has_content() or hospital not in exchange.sent:
             continue
-        new, old = _weights(reply.content), _weights(exchange.sent[hospital].content)
+        sent = exchange.sent[hospital].content
+        if id(sent) not in sent_weights:
+            sent_weights[id(sent)] = _weights(sent)
+        new, old = _weights(reply.content), sent_weights[id(sent)]
         if new is None or old is None or len(new) != len(old):
             continue
         try:
