@@ -41,6 +41,11 @@ class Result:
         return self.tables.get("privacy", pd.DataFrame())
 
     @property
+    def attacks(self) -> pd.DataFrame:
+        """The attacks in play and what they achieved (empty without adversaries)."""
+        return self.tables.get("attacks", pd.DataFrame())
+
+    @property
     def audit(self) -> pd.DataFrame:
         """The audit log, one row per entry (seq, time, kind, round, data); empty without a log."""
         from fedsim.governance.audit import read

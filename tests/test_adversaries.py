@@ -55,7 +55,8 @@ def test_model_replacement_backdoor_beats_fedavg_not_norm_bounding(iid_fed):
 
 def test_adversaries_are_chosen_by_id_or_by_a_seeded_fraction(small_fed):
     by_id = _experiment(small_fed, rounds=1, adversaries=A.FreeRider(hospitals=["H001", "H002"])).run()
-    assert list(by_id.tables["attacks"].hospital) == ["H001", "H002"]
+    assert list(by_id.attacks.hospital) == ["H001", "H002"]
+    assert fs.Experiment(federation=small_fed, rounds=1).run().attacks.empty
     picks = [set(_experiment(small_fed, rounds=1, seed=seed, adversaries=A.FreeRider(hospitals=0.5))
                  .run().tables["attacks"].hospital) for seed in (0, 0, 1)]
     assert len(picks[0]) == 2 and picks[0] == picks[1]
