@@ -17,14 +17,19 @@ from fedsim.engine.secagg import client_mods as secagg_mods
 ENGINES = ("inprocess", "ray")
 
 
+def _client_app_and_loop(plan: Plan):
+    """The ClientApp and the server loop a plan runs with (SecAgg+ speaks Flower's legacy fit messages)."""
+    secagg = plan.secagg is not None
+    mods = secagg_mods(plan) if secagg else plan.client_mods
+    app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data)
+    return app, (serve_secagg if secagg else serve)
+
+
 def run_inprocess(plan: Plan) -> Outcome:
     """Every hospital's ClientApp called directly in this process, no serialisation."""
     fed = plan.federation
-    secagg = plan.secagg is not None  # SecAgg+ speaks Flower's legacy fit messages
-    mods = secagg_mods(plan) if secagg else plan.client_mods
-    app = make_client_app(fed, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data)
+    app, loop = _client_app_and_loop(plan)
     grid = InProcessGrid(app, fed.n_hospitals)
-    loop = serve_secagg if secagg else serve
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         return loop(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
@@ -46,10 +51,8 @@ def run_ray(plan: Plan) -> Outcome:
     """The same ClientApp on Flower's own simulation runtime (``run_simulation`` over Ray)."""
     from flwr.simulation import run_simulation
 
-    secagg = plan.secagg is not None  # SecAgg+ speaks Flower's legacy fit messages
-    loop = serve_secagg if secagg else serve
-    mods = secagg_mods(plan) if secagg else plan.client_mods
-    if secagg:
+    app, loop = _client_app_and_loop(plan)
+    if plan.secagg is not None:
         check_plan(plan)  # here, not in the ServerApp, where Flower would swallow the error
     outcome: list[Outcome] = []
     server = ServerApp()
@@ -62,8 +65,7 @@ def run_ray(plan: Plan) -> Outcome:
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         run_simulation(
             server_app=server,
-            client_app=make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg,
-                                       local_data=plan.local_data),
+            client_app=app,
             num_supernodes=plan.federation.n_hospitals,
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
