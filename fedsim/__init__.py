@@ -8,7 +8,7 @@
 
 from fedsim import _tf  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
 from data_synthetic import KNOBS, list_scenarios
-from fedsim import adversaries, availability, baselines, defenses, governance, plots, privacy
+from fedsim import adversaries, attacks, availability, baselines, defenses, governance, plots, privacy
 from fedsim.bench import evaluate_defense
 from fedsim.engine import Exchange, RoundObserver
 from fedsim.experiment import Experiment, compare
@@ -21,6 +21,6 @@ __version__ = "0.1.0"
 
 __all__ = [
     "KNOBS", "STRATEGIES", "list_scenarios", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
-    "adversaries", "availability", "baselines", "compare", "defenses", "evaluate_defense", "plots", "privacy",
+    "adversaries", "attacks", "availability", "baselines", "compare", "defenses", "evaluate_defense", "plots", "privacy",
     "governance", "sweep", "synthetic_federation",
 ]

@@ -36,7 +36,9 @@ class Experiment:
     ``local_steps`` caps the optimizer steps per hospital per round.
     ``evaluate_every`` evaluates the global model every k rounds (and always
     before the first and after the last).
-    ``observers`` see every message exchanged with the hospitals.
+    ``observers`` see every message exchanged with the hospitals: a
+    ``fedsim.engine.RoundObserver`` or an attack component such as
+    ``fedsim.attacks.GradientInversion``, whose results join ``Result.attacks``.
     ``privacy`` takes components from ``fedsim.privacy`` (one or a list);
     ``adversaries``, ``defenses`` and ``availability`` from ``fedsim.adversaries``,
     ``fedsim.defenses`` and ``fedsim.availability``.
@@ -99,8 +101,9 @@ class Experiment:
         resolve_policies(self.policies, self.federation)
         check_key("audit_key", self.audit_key)
         for observer in self.observers:
-            if not callable(getattr(observer, "on_exchange", None)):
-                raise ValueError(f"observers: {observer!r} has no on_exchange(exchange) method")
+            if not (isinstance(observer, Component) or callable(getattr(observer, "on_exchange", None))):
+                raise ValueError(f"observers: {observer!r} is neither a fedsim component (e.g. "
+                                 f"fedsim.attacks.GradientInversion) nor has an on_exchange(exchange) method")
 
     def _budget(self) -> dict[str, float]:
         """``privacy_budget`` as {hospital or "default": epsilon cap}, checked."""
@@ -161,11 +164,14 @@ class Experiment:
             seed=self.seed,
             evaluate_every=self.evaluate_every,
             label=self.label,
-            observers=list(self.observers),
+            observers=[o for o in self.observers if not isinstance(o, Component)],
             client_mods=list(self.client_mods),
         )
         for component in self.components():
             component.install(plan)
+        for observer in self.observers:  # attacks watch what every other component leaves visible
+            if isinstance(observer, Component):
+                observer.install(plan)
         if self.privacy_budget is not None:
             PrivacyLedger.of(plan).budget = self._budget()
         governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl

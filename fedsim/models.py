@@ -1,4 +1,4 @@
-"""tf.keras models for binary risk prediction: each maps features to one logit."""
+"""tf.keras models for binary risk prediction: each maps features (or flattened pixels) to one logit."""
 
 from collections.abc import Callable
 
@@ -22,7 +22,30 @@ def mlp(n_features: int, hidden: tuple[int, ...] = (64, 64)) -> tf.keras.Model:
     return tf.keras.Sequential(layers)
 
 
-MODELS: dict[str, ModelFn] = {"logreg": logreg, "mlp": mlp}
+def cnn(n_features: int, filters: int = 12, activation: str = "tanh") -> tf.keras.Model:
+    """A small CNN for square grayscale scans given as flattened pixels (side x side inputs).
+
+    Three 5x5 convolutions (strides 2, 2, 1) and one dense logit, after the
+    LeNet variant of the gradient-inversion papers. The smooth ``tanh`` default
+    keeps second derivatives, which gradient-matching attacks need: ReLU nets are
+    harder to invert by optimisation but leak through other attacks.
+    """
+    side = round(n_features**0.5)
+    if side * side != n_features:
+        raise ValueError(f"model: 'cnn' needs square images as flattened pixels; {n_features} inputs is not a square")
+    conv = dict(kernel_size=5, padding="same", activation=activation)
+    return tf.keras.Sequential([
+        tf.keras.Input((n_features,)),
+        tf.keras.layers.Reshape((side, side, 1)),
+        tf.keras.layers.Conv2D(filters, strides=2, **conv),
+        tf.keras.layers.Conv2D(filters, strides=2, **conv),
+        tf.keras.layers.Conv2D(filters, strides=1, **conv),
+        tf.keras.layers.Flatten(),
+        tf.keras.layers.Dense(1, name="logit"),
+    ])
+
+
+MODELS: dict[str, ModelFn] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
 
 
 def resolve_model(model: str | ModelFn) -> ModelFn:

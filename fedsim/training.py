@@ -5,8 +5,9 @@ a whole local training pass (all epochs, all batches) inside the graph. Each
 hospital's turn is: assign the global weights, run the pass over that
 hospital's rows, read the weights back. Nothing is rebuilt or retraced.
 
-DP-SGD is a second traced pass over the same model: tensorflow-privacy's fast
-gradient clipping bounds every example's gradient, then Gaussian noise is
+DP-SGD is a second traced pass over the same model: tensorflow-privacy's
+per-example clipping (fast gradient clipping for dense models, vectorised
+per-example gradients for convolutions) bounds every example's gradient, then Gaussian noise is
 added to the clipped batch gradient. Clip norm and noise multiplier are
 tensor inputs, so every DP setting shares the one trace.
 """
@@ -19,6 +20,7 @@ from fedsim._tf import tf
 from fedsim.models import ModelFn
 
 from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
+from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  # noqa: E402, I001
 
 Weights = list[np.ndarray]
 
@@ -115,9 +117,7 @@ class Trainer:
         for b in tf.range(n_steps):
             idx = order[bounds[b] : bounds[b + 1]]
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)[:, None]
-            grads, logits, _ = clip_grads.compute_clipped_gradients_and_outputs(
-                self.model, l2_norm_clip, self.registry, xb, yb, clipping_loss=self.loss
-            )
+            grads, logits = self._clipped_mean_gradient(xb, yb, l2_norm_clip)
             # The clipped gradient is a batch mean: one example moves it by at most
             # clip / batch, so the noise is noise_multiplier * clip / batch. It is drawn
             # from a stateless generator keyed by (seed, step, variable) so runs repeat
@@ -133,6 +133,27 @@ class Trainer:
             total += self.loss(yb, logits)
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
         return [v.read_value() for v in self.model.weights], mean_loss
+
+    def _clipped_mean_gradient(self, xb, yb, l2_norm_clip):
+        """The batch mean of per-example gradients, each clipped to ``l2_norm_clip`` (tensorflow-privacy).
+
+        Fast gradient clipping (norms without per-example gradients) where every
+        layer is registered (Dense, Embedding); otherwise (convolutions)
+        tensorflow-privacy's vectorised per-example clipping.
+        """
+        if self._fast_clipping:
+            grads, logits, _ = clip_grads.compute_clipped_gradients_and_outputs(
+                self.model, l2_norm_clip, self.registry, xb, yb, clipping_loss=self.loss
+            )
+            return grads, logits
+        variables = self.model.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            logits = self.model(xb, training=True)
+            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=yb, logits=logits)[:, 0]
+        grads = clip_and_aggregate_gradients.clip_and_aggregate_gradients(
+            tape, losses, variables, l2_norm_clip=l2_norm_clip, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
+        return grads, logits
 
     def _predict_pass(self, weights, x):
         self._assign(weights)
@@ -183,10 +204,8 @@ class Trainer:
         """The DP-SGD concrete function, traced on first use."""
         if self._dp_train is None:
             self.registry = layer_registry.make_default_layer_registry()
-            if not gradient_clipping_utils.all_trainable_layers_are_registered(self.model, self.registry):
-                layers = sorted({type(layer).__name__ for layer in self.model.layers if layer.trainable_weights})
-                raise ValueError(f"privacy: DP-SGD's fast per-example clipping supports Dense and Embedding "
-                                 f"layers; this model has {layers}")
+            self._fast_clipping = gradient_clipping_utils.all_trainable_layers_are_registered(
+                self.model, self.registry)
             logger = tf.get_logger()
             level = logger.level
             logger.setLevel("ERROR")  # AutoGraph notes about tensorflow-privacy helpers it runs as-is

@@ -4,3 +4,10 @@ The honest-but-curious server (an observer on the replies) or anyone holding
 the trained model runs them; every result is a tidy row
 (attack, hospital, round, metric, value) of ``Result.attacks``.
 """
+
+from fedsim.attacks.curious_server import GradientInversion
+from fedsim.attacks.inversion import Reconstruction, invert_gradient, recover_labels, true_gradient, update_as_gradient
+from fedsim.attacks.scores import decode, psnr, ssim
+
+__all__ = ["GradientInversion", "Reconstruction", "decode", "invert_gradient", "psnr", "recover_labels", "ssim",
+           "true_gradient", "update_as_gradient"]

@@ -84,6 +84,17 @@ class Outcome:
     events: list[dict]
 
 
+def local_rng(config, hospital: int) -> np.random.Generator:
+    """The generator of a hospital's local training in a round (batch order, DP noise)."""
+    return np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
+
+
+def local_schedule(config) -> dict:
+    """Epochs, batch size and step cap of local training, from a round's train config."""
+    return {"epochs": int(config["local-epochs"]), "batch_size": int(config["batch-size"]),
+            "max_steps": int(config["local-steps"]) if "local-steps" in config else None}
+
+
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
                     legacy_fit: bool = False, local_data: Sequence[Callable] = ()) -> ClientApp:
     """A ClientApp that trains the shared model on the calling node's hospital.
@@ -98,15 +109,12 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
         x, y = fed.train_rows(hospital)
         for change in local_data:
             x, y = change(hospital, x, y)
-        rng = np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
         weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
             weights, x, y,
-            epochs=int(config["local-epochs"]),
-            batch_size=int(config["batch-size"]),
             learning_rate=float(config["lr"]),
-            rng=rng,
+            rng=local_rng(config, hospital),
             proximal_mu=float(config.get("proximal-mu", 0.0)),
-            max_steps=int(config["local-steps"]) if "local-steps" in config else None,
+            **local_schedule(config),
             dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
         )
         return weights, {"num-examples": len(y), "train_loss": loss, "local_steps": steps}

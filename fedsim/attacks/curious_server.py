@@ -1,0 +1,163 @@
+"""The honest-but-curious server: gradient inversion as an Experiment observer.
+
+``GradientInversion`` watches one hospital in one round. With
+``target="update"`` it inverts that hospital's reply (the weights it sent back
+minus the global weights it received), which is what a plain FedAvg server, or
+a server behind central DP, holds. With ``target="aggregate"`` it inverts the
+change of the global model over the round, which is all a SecAgg+ server (or
+anyone who sees the released models) gets; that change only shows at the next
+round's broadcast, so the run needs one more round.
+
+The simulator knows which records the hospital trained on (it replays the
+hospital's batch plan), so every reconstruction is scored against the truth:
+rows of ``Result.attacks`` and, record by record, ``Result.tables["reconstructions"]``.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from fedsim._replies import add_report
+from fedsim.attacks.inversion import METHODS, invert_gradient, update_as_gradient
+from fedsim.attacks.scores import match, score
+from fedsim.components import Component
+from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.engine.apps import local_rng, local_schedule
+from fedsim.training import batch_plan, trainer_for
+
+TARGETS = ("update", "aggregate")
+
+
+@dataclass(frozen=True)
+class GradientInversion(Component):
+    """Invert ``hospital``'s update of round ``round`` (see ``fedsim.attacks.invert_gradient``).
+
+    ``hospital``: a hospital id or index. ``batch_size``: how many records to
+    reconstruct (default: the run's batch size, capped by the records used).
+    """
+
+    hospital: str | int = 0
+    round: int = 1
+    method: str = "geiping"
+    target: str = "update"
+    steps: int = 500
+    learning_rate: float = 0.1
+    total_variation: float | None = None
+    batch_size: int | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"method: unknown {self.method!r}; allowed: {list(METHODS)}")
+        if self.target not in TARGETS:
+            raise ValueError(f"target: unknown {self.target!r}; allowed: {list(TARGETS)}")
+        for field in ("round", "steps"):
+            value = getattr(self, field)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{field}: must be an integer >= 1, got {value!r}")
+        if self.batch_size is not None and (not isinstance(self.batch_size, int) or self.batch_size < 1):
+            raise ValueError(f"batch_size: must be an integer >= 1 or None, got {self.batch_size!r}")
+
+    @property
+    def name(self) -> str:
+        return f"gradient inversion ({self.method})"
+
+    def install(self, plan: Plan) -> None:
+        hospitals = plan.federation.hospitals
+        if isinstance(self.hospital, int) and not isinstance(self.hospital, bool):
+            if not 0 <= self.hospital < len(hospitals):
+                raise ValueError(f"hospital: index {self.hospital} out of range 0..{len(hospitals) - 1}")
+            index = self.hospital
+        elif self.hospital in hospitals:
+            index = hospitals.index(self.hospital)
+        else:
+            raise ValueError(f"hospital: unknown {self.hospital!r}; allowed: a hospital id or index")
+        if plan.secagg is not None and self.target == "update":
+            raise ValueError("target: under SecAgg+ the server never sees one hospital's update; "
+                             "use target='aggregate'")
+        if self.target == "aggregate" and self.round >= plan.rounds:
+            raise ValueError(f"round: the aggregate of round {self.round} shows in the next round's broadcast; "
+                             f"run at least {self.round + 1} rounds")
+        observer = _Observation(self, plan, index)
+        plan.observers.append(observer)
+        add_report(plan, "attacks", observer.table)
+        add_report(plan, "reconstructions", observer.reconstruction_table)
+
+
+class _Observation(RoundObserver):
+    """One run's state of a GradientInversion: the global weights it saw, its rows."""
+
+    def __init__(self, attack: GradientInversion, plan: Plan, index: int):
+        self.attack, self.plan, self.index = attack, plan, index
+        self.hospital = plan.federation.hospitals[index]
+        self.broadcast: dict[int, list[np.ndarray]] = {}
+        self.rows: list[dict] = []
+        self.records: list[dict] = []
+
+    def on_exchange(self, exchange: Exchange) -> None:
+        if exchange.message_type != "train":
+            return
+        r, attack = exchange.server_round, self.attack
+        if r not in self.broadcast:
+            sent = self._model_arrays(m.content for m in exchange.sent.values())
+            if sent is not None:
+                self.broadcast[r] = sent
+        if attack.target == "update" and r == attack.round and not self.rows:
+            reply = exchange.replies.get(self.hospital)
+            returned = None if reply is None or not reply.has_content() else self._model_arrays([reply.content])
+            if returned is None:
+                reason = "not sampled" if self.hospital not in exchange.sent else "no readable update"
+                self.rows.append(self._row("observed", 0.0, reason))
+                return
+            self._invert(self.broadcast[r], returned)
+        elif attack.target == "aggregate" and r == attack.round + 1 and r in self.broadcast and not self.rows:
+            self._invert(self.broadcast[attack.round], self.broadcast[r])
+
+    def _model_arrays(self, contents) -> list[np.ndarray] | None:
+        """The first plain set of model weights among message contents (not masked vectors)."""
+        shapes = [tuple(v.shape) for v in trainer_for(self.plan.model_fn, self.plan.federation.n_features).model.weights]
+        for content in contents:
+            for record in content.array_records.values():
+                arrays = record.to_numpy_ndarrays()
+                if [a.shape for a in arrays] == shapes and all(a.dtype.kind == "f" for a in arrays):
+                    return arrays
+        return None
+
+    def _invert(self, sent: list[np.ndarray], returned: list[np.ndarray]) -> None:
+        plan, attack, fed = self.plan, self.attack, self.plan.federation
+        config = {**plan.train_config(), "server-round": attack.round}
+        x, y = fed.train_rows(self.index)
+        schedule = local_schedule(config)
+        order, bounds = batch_plan(len(x), rng=local_rng(config, self.index), **schedule)
+        used = order[: bounds[-1]]
+        steps = len(bounds) - 1
+        batch = attack.batch_size or min(schedule["batch_size"], len(used))
+        model = trainer_for(plan.model_fn, fed.n_features).model
+        trainable = {v.ref() for v in model.trainable_variables}
+        gradient = [g for g, v in zip(update_as_gradient(sent, returned, plan.learning_rate, steps), model.weights)
+                    if v.ref() in trainable]
+        low, high = (0.0, 1.0) if fed.image_shape is not None else (fed.x_train.min(0), fed.x_train.max(0) + 1e-6)
+        found = invert_gradient(
+            plan.model_fn, sent, gradient, fed.n_features, batch_size=batch, method=attack.method,
+            steps=attack.steps, learning_rate=attack.learning_rate, total_variation=attack.total_variation,
+            input_range=(low, high), image_shape=fed.image_shape, seed=attack.seed,
+        )
+        for metric, value in score(found.x, found.labels, x[used], y[used], fed).items():
+            self.rows.append(self._row(metric, value))
+        truth = used[match(found.x, x[used])]
+        for i, (row, label) in enumerate(zip(found.x, found.labels)):
+            self.records.append({"attack": attack.name, "hospital": self.hospital, "round": attack.round,
+                                 "record": i, "label": float(y[truth[i]]), "recovered_label": float(label),
+                                 "original": x[truth[i]].copy(), "reconstruction": row})
+
+    def _row(self, metric: str, value: float, note: str = "") -> dict:
+        return {"attack": self.attack.name, "hospital": self.hospital, "round": self.attack.round,
+                "metric": metric, "value": float(value), "details": note or f"target={self.attack.target}"}
+
+    def table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.rows, columns=["attack", "hospital", "round", "metric", "value", "details"])
+
+    def reconstruction_table(self) -> pd.DataFrame:
+        return pd.DataFrame(self.records, columns=["attack", "hospital", "round", "record", "label",
+                                                   "recovered_label", "original", "reconstruction"])
