@@ -33,7 +33,7 @@ def cnn(n_features: int, filters: int = 12, activation: str = "tanh") -> tf.kera
     side = round(n_features**0.5)
     if side * side != n_features:
         raise ValueError(f"model: 'cnn' needs square images as flattened pixels; {n_features} inputs is not a square")
-    conv = dict(kernel_size=5, padding="same", activation=activation)
+    conv = {"kernel_size": 5, "padding": "same", "activation": activation}
     return tf.keras.Sequential([
         tf.keras.Input((n_features,)),
         tf.keras.layers.Reshape((side, side, 1)),
