@@ -3,7 +3,8 @@
 Reconstructions are matched one-to-one to the true records (Hungarian
 assignment on squared error, scipy), as an attacker cannot know the order of
 a batch. Images: ``mse``, ``psnr`` (dB, pixel range 1) and ``ssim`` (Wang et
-al. 2004, Gaussian window of sigma 1.5). Tabular records are decoded back to
+al. 2004, Gaussian window of sigma 1.5), and ``psnr_prior``, the PSNR of
+the federation's average scan: what an attacker knows without any update. Tabular records are decoded back to
 the original units first: each numeric feature's absolute error as a share of
 its range in the training data (``rel_error[<feature>]``, their mean
 ``mean_rel_error``), the share of categorical values recovered exactly
@@ -95,6 +96,9 @@ def score(reconstructed: np.ndarray, labels: np.ndarray, candidates: np.ndarray,
     metrics = {"label_accuracy": float(np.mean(np.sort(labels) == np.sort(true_labels)))}
     if fed.image_shape is not None:
         metrics.update(image_scores(reconstructed, truth, fed.image_shape))
+        # What an attacker gets with no update at all: the average scan as the guess.
+        prior = np.broadcast_to(fed.x_train.mean(axis=0), truth.shape)
+        metrics["psnr_prior"] = image_scores(prior, truth, fed.image_shape)["psnr"]
     else:
         metrics.update(record_scores(reconstructed, truth, fed))
     return metrics
