@@ -3,6 +3,7 @@
 Hospitals are data, not objects: all training rows live in one float32 matrix,
 hospital ``i`` owns rows ``train_offsets[i]:train_offsets[i + 1]`` (same for
 test). The pooled per-hospital test splits form the global held-out test set.
+An image federation's rows are flattened pixels (``image_shape`` gives them back).
 """
 
 import dataclasses
@@ -85,7 +86,7 @@ def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, rng: np.rand
 
 @dataclass(frozen=True, eq=False)
 class Federation:
-    """Hospitals' preprocessed train/test rows plus what is needed to explain them."""
+    """Hospitals' preprocessed train/test rows (or flattened images) plus what is needed to explain them."""
 
     hospitals: tuple[str, ...]
     x_train: np.ndarray
@@ -94,13 +95,14 @@ class Federation:
     x_test: np.ndarray
     y_test: np.ndarray
     test_offsets: np.ndarray
-    preprocessor: Preprocessor
+    preprocessor: Preprocessor | None  # None for images: pixels are model inputs as they are
     data: pd.DataFrame
     target: str
     site: str
     seed: int
     name: str = "custom"
     sites: pd.DataFrame | None = None  # per-hospital profile of a synthetic scenario (kind, protocol, ...)
+    image_shape: tuple[int, int] | None = None  # (height, width) of an image federation's rows; None for tables
 
     @classmethod
     def from_dataframe(
@@ -149,10 +151,73 @@ class Federation:
         order = np.lexsort((np.arange(len(df)), sites))
         data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
         sites, y, is_test = sites[order], y[order], is_test[order]
+        pre = Preprocessor(data[~is_test], features)
+        return cls._split(pre.transform(data), y, sites, is_test, preprocessor=pre, data=data, target=target,
+                          site=site, seed=seed, name=name)
+
+    @classmethod
+    def from_images(
+        cls,
+        images: np.ndarray,
+        labels,
+        sites,
+        test_size: float = 0.2,
+        seed: int = 0,
+        name: str = "images",
+        data: pd.DataFrame | None = None,
+        target: str = "label",
+        site: str = "hospital",
+    ) -> "Federation":
+        """One hospital per distinct value of ``sites``; each image's pixels are one row of model inputs.
+
+        ``images`` is (n, height, width) with values in [0, 1], ``labels`` is 0/1
+        and ``sites`` the hospital of each image. Pixels are kept as they are
+        (flattened to float32, no standardisation); ``images()`` reshapes rows
+        back. The split is ``from_dataframe``'s: stratified per hospital.
+        ``data`` (optional, one row per image) holds attributes kept beside the
+        ``site``, ``target`` and ``split`` columns of ``Federation.data``.
+        """
+        images = np.asarray(images)
+        if images.ndim != 3 or 0 in images.shape:
+            raise ValueError(f"images: expected a non-empty array (n, height, width), got shape {images.shape}")
+        if images.dtype == bool or not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"images: expected numeric pixel values, got dtype {images.dtype}")
+        if not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
+            raise ValueError("images: pixel values must be finite and in [0, 1]")
+        n = len(images)
+        labels, sites = np.asarray(labels), np.asarray(sites)
+        for field, values in (("labels", labels), ("sites", sites)):
+            if values.shape != (n,):
+                raise ValueError(f"{field}: expected one value per image, shape ({n},), got shape {values.shape}")
+        classes = sorted(pd.unique(labels).tolist(), key=str)
+        if set(classes) != {0, 1}:
+            raise ValueError(f"labels: must be binary 0/1 with both classes present, found {classes[:5]}")
+        if pd.isna(sites).any():
+            raise ValueError(f"sites: {int(pd.isna(sites).sum())} images have no site")
+        sites = sites.astype(str)
+        if len(set(sites)) < 2:
+            raise ValueError(f"sites: a federation needs at least 2 sites, got {len(set(sites))}")
+        if data is not None and (not isinstance(data, pd.DataFrame) or len(data) != n):
+            raise ValueError(f"data: expected a pandas DataFrame with one row per image ({n})")
+        if not 0 < test_size < 1:
+            raise ValueError(f"test_size: must be in (0, 1), got {test_size}")
+        if site == target:
+            raise ValueError(f"site: the site and target columns need different names, both are {site!r}")
+
+        y = labels.astype(np.float32)
+        is_test = _split_mask(sites, y, test_size, np.random.default_rng(seed))
+        order = np.lexsort((np.arange(n), sites))  # hospital-major, as in from_dataframe
+        frame = pd.DataFrame(index=range(n)) if data is None else data.reset_index(drop=True)
+        frame = frame.assign(**{site: sites, target: labels}).iloc[order]
+        frame = frame.assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
+        x = images.reshape(n, -1)[order].astype(np.float32, copy=False)
+        return cls._split(x, y[order], sites[order], is_test[order], preprocessor=None, data=frame, target=target,
+                          site=site, seed=seed, name=name, image_shape=images.shape[1:])
+
+    @classmethod
+    def _split(cls, x, y, sites, is_test, **fields) -> "Federation":
+        """The federation of hospital-major rows ``x``, ``y`` (hospital ``sites``) split by ``is_test``."""
         hospitals = tuple(sorted(set(sites)))
-        train = data[~is_test]
-        pre = Preprocessor(train, features)
-        x = pre.transform(data)
 
         def offsets(mask):
             counts = pd.Series(sites[mask]).value_counts().reindex(hospitals, fill_value=0)
@@ -166,12 +231,7 @@ class Federation:
             x_test=np.ascontiguousarray(x[is_test]),
             y_test=y[is_test],
             test_offsets=offsets(is_test),
-            preprocessor=pre,
-            data=data,
-            target=target,
-            site=site,
-            seed=seed,
-            name=name,
+            **fields,
         )
 
     @classmethod
@@ -242,20 +302,44 @@ class Federation:
         lo, hi = self.test_offsets[i], self.test_offsets[i + 1]
         return self.x_test[lo:hi], self.y_test[lo:hi]
 
+    def images(self, split: str = "train", hospital: int | str | None = None) -> np.ndarray:
+        """Images (n, height, width) of one split, of every hospital or of one (index or id); a view, no copy."""
+        if self.image_shape is None:
+            raise ValueError(f"images: federation {self.name!r} holds table rows, not images")
+        if split not in ("train", "test"):
+            raise ValueError(f"split: must be 'train' or 'test', got {split!r}")
+        x, offsets = (self.x_train, self.train_offsets) if split == "train" else (self.x_test, self.test_offsets)
+        if hospital is not None:
+            index = isinstance(hospital, (int, np.integer)) and not isinstance(hospital, bool)
+            if not (index and 0 <= hospital < self.n_hospitals or not index and hospital in self.hospitals):
+                raise ValueError(f"hospital: expected an index 0 .. {self.n_hospitals - 1} or an id such as "
+                                 f"{self.hospitals[0]!r}, got {hospital!r}")
+            i = int(hospital) if index else self.hospitals.index(hospital)
+            x = x[offsets[i]:offsets[i + 1]]
+        return x.reshape(-1, *self.image_shape)
+
+    def _per_hospital(self, train: np.ndarray, test: np.ndarray) -> pd.Series:
+        """Mean per hospital of one value per training row and one per test row."""
+        return pd.Series(
+            np.concatenate([train, test]),
+            index=np.concatenate([np.repeat(self.hospitals, np.diff(self.train_offsets)),
+                                  np.repeat(self.hospitals, np.diff(self.test_offsets))]),
+        ).groupby(level=0).mean()
+
     def summary(self) -> pd.DataFrame:
-        """One row per hospital: sizes, outcome prevalence, mean age (if any), missingness."""
+        """One row per hospital: sizes, outcome prevalence, then mean age (if any) and missingness for
+        tables or the mean pixel intensity for images."""
         grouped = self.data.groupby(self.site, sort=True)
-        features = self.preprocessor.features
         table = pd.DataFrame({
             "n": grouped.size(),
             "n_train": np.diff(self.train_offsets),
             "n_test": np.diff(self.test_offsets),
-            "prevalence": pd.Series(
-                np.concatenate([self.y_train, self.y_test]),
-                index=np.concatenate([np.repeat(self.hospitals, np.diff(self.train_offsets)),
-                                      np.repeat(self.hospitals, np.diff(self.test_offsets))]),
-            ).groupby(level=0).mean(),
+            "prevalence": self._per_hospital(self.y_train, self.y_test),
         })
+        if self.image_shape is not None:
+            table["intensity_mean"] = self._per_hospital(self.x_train.mean(axis=1), self.x_test.mean(axis=1))
+            return table.rename_axis("hospital").reset_index()
+        features = self.preprocessor.features
         if "age" in features:
             table["age_mean"] = grouped["age"].mean()
         table["missing_rate"] = self.data[features].isna().groupby(self.data[self.site]).mean().mean(axis=1)
@@ -268,8 +352,11 @@ class Federation:
         return plot_federation(self)
 
     def __repr__(self) -> str:
-        return (f"Federation({self.name!r}, {self.n_hospitals} hospitals, {len(self.y_train)} train / "
-                f"{len(self.y_test)} test rows, {self.n_features} model inputs)")
+        rows = f"{len(self.y_train)} train / {len(self.y_test)} test"
+        if self.image_shape is not None:
+            height, width = self.image_shape
+            return f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} images of {height}x{width} pixels)"
+        return f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} rows, {self.n_features} model inputs)"
 
 
 def synthetic_federation(
@@ -278,12 +365,31 @@ def synthetic_federation(
     n_patients: int | None = None,
     seed: int = 0,
     test_size: float = 0.2,
+    image_size: int | None = None,
     **knobs: float,
 ) -> Federation:
-    """A federation of synthetic hospitals from a ``data_synthetic`` scenario card.
+    """A federation of synthetic hospitals from a ``data_synthetic`` scenario.
 
-    ``knobs`` are the heterogeneity knobs of ``data_synthetic.KNOBS`` (0 = IID).
+    Scenario cards (tables) take the knobs of ``data_synthetic.KNOBS`` (0 = IID).
+    Image scenarios (``data_synthetic.IMAGE_SCENARIOS``: ``lesion_scans``) take
+    ``image_size`` (32 by default, or 64) and the knobs of ``data_synthetic.SCAN_KNOBS``.
     """
+    if scenario in data_synthetic.IMAGE_SCENARIOS:
+        unknown = sorted(set(knobs) - set(data_synthetic.SCAN_KNOBS))
+        if unknown:
+            raise ValueError(f"knobs: unknown {unknown} for {scenario!r}; allowed: {list(data_synthetic.SCAN_KNOBS)}")
+        scans = data_synthetic.generate_scans(n_hospitals=n_hospitals, n_patients=n_patients, seed=seed,
+                                              image_size=32 if image_size is None else image_size, **knobs)
+        fed = Federation.from_images(scans.images, scans.patients["lesion"], scans.patients["hospital"],
+                                     test_size=test_size, seed=seed, name=scenario, data=scans.patients,
+                                     target="lesion", site="hospital")
+        return dataclasses.replace(fed, sites=scans.hospitals)
+    if image_size is not None:
+        raise ValueError(f"image_size: only for image scenarios {list(data_synthetic.IMAGE_SCENARIOS)}, "
+                         f"not {scenario!r}")
+    allowed = data_synthetic.list_scenarios() + list(data_synthetic.IMAGE_SCENARIOS)
+    if isinstance(scenario, str) and scenario not in allowed:
+        raise ValueError(f"scenario must be one of {allowed}, got {scenario!r}")
     cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
     fed = Federation.from_dataframe(
         cohort.patients, target=cohort.card.target, site="hospital", test_size=test_size, seed=seed, name=scenario

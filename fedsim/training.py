@@ -231,3 +231,10 @@ def trainer_for(model_fn: ModelFn, n_features: int) -> Trainer:
     if key not in _TRAINERS:
         _TRAINERS[key] = Trainer(model_fn, n_features)
     return _TRAINERS[key]
+
+
+def initial_weights(model, n_features: int, seed: int = 0) -> Weights:
+    """Fresh weights of a model (a name from ``fedsim.models`` or a callable), the same for the same seed."""
+    from fedsim.models import resolve_model
+
+    return trainer_for(resolve_model(model), n_features).initial_weights(seed)

@@ -158,8 +158,9 @@ def test_secagg_server_attacks_the_aggregate(scans):
 
 def test_defense_table_reruns_the_attack_under_each_defense(scans):
     experiment = fs.Experiment(federation=scans, model="cnn", rounds=1, batch_size=1, local_steps=1)
-    table = fs.attacks.defense_table(experiment, fs.attacks.GradientInversion(hospital=0, steps=300), {
+    runs = fs.attacks.run_defenses(experiment, fs.attacks.GradientInversion(hospital=0, steps=300), {
         "none": {}, "sparsify 1%": {"privacy": fs.privacy.Sparsify(keep=0.01)}, "batch 16": {"batch_size": 16}})
+    table = fs.attacks.defense_table(runs)
     assert list(table.columns) == ["defense", "attack", "hospital", "round", "metric", "value", "auroc"]
     psnrs = table[table.metric == "psnr"].set_index("defense")["value"]
     assert psnrs["none"] > psnrs["sparsify 1%"] + 5 and psnrs["none"] > psnrs["batch 16"] + 5
