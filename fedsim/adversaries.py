@@ -324,8 +324,9 @@ class IPM(_Colluders):
 
 
 def default_trigger(plan: Plan) -> dict[int, float]:
-    names = plan.federation.preprocessor.feature_names
-    return {len(names) - k: 2.0 for k in (3, 2, 1)}
+    """The last three inputs: set to 2 standard deviations (a table) or to white pixels (images)."""
+    n, value = plan.federation.n_features, 2.0 if plan.federation.image_shape is None else 1.0
+    return {n - k: value for k in (3, 2, 1)}
 
 
 @dataclass(frozen=True)
@@ -366,7 +367,7 @@ class ModelReplacement(Adversary):
     def trigger_columns(self, plan: Plan) -> dict[int, float]:
         if self.trigger is None:
             return default_trigger(plan)
-        names = list(plan.federation.preprocessor.feature_names)
+        names = plan.federation.feature_names
         unknown = [k for k in self.trigger if k not in names]
         if unknown:
             raise ValueError(f"trigger: unknown features {unknown}; allowed: {names}")

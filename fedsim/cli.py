@@ -185,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.data_command == "list":
             for name in data_synthetic.list_scenarios():
                 print(f"{name}: {data_synthetic.load_card(name).title}")
+            for name in data_synthetic.IMAGE_SCENARIOS:
+                print(f"{name}: synthetic grayscale scans, lesion present or not (images; Python API only)")
         else:
             generate(args)
     except ValueError as error:

@@ -292,6 +292,14 @@ class Federation:
     def n_features(self) -> int:
         return self.x_train.shape[1]
 
+    @property
+    def feature_names(self) -> list[str]:
+        """Names of the model inputs: encoded columns of a table, ``pixel[row,col]`` of images."""
+        if self.image_shape is None:
+            return list(self.preprocessor.feature_names)
+        height, width = self.image_shape
+        return [f"pixel[{r},{c}]" for r in range(height) for c in range(width)]
+
     def train_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Hospital ``i``'s training features and labels (views, no copy)."""
         lo, hi = self.train_offsets[i], self.train_offsets[i + 1]

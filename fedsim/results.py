@@ -73,9 +73,18 @@ class Result:
         model.set_weights(self.weights)
         return model
 
-    def predict(self, df: pd.DataFrame) -> np.ndarray:
-        """Risk scores for raw rows with the training columns (preprocessing included)."""
-        x = self.federation.preprocessor.transform(df)
+    def predict(self, data: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Risk scores for raw rows with the training columns (preprocessing included),
+        or for images (n, height, width) with pixels in [0, 1] for an image federation."""
+        fed = self.federation
+        if fed.image_shape is None:
+            x = fed.preprocessor.transform(data)
+        else:
+            x = np.asarray(data, np.float32)
+            if x.shape[1:] != tuple(fed.image_shape):
+                raise ValueError(f"data: expected images of shape (n, {fed.image_shape[0]}, {fed.image_shape[1]}), "
+                                 f"got {x.shape}")
+            x = x.reshape(len(x), -1)
         return tf.sigmoid(self.model(x, training=False)[:, 0]).numpy()
 
     def plot(self, metric: str = "auroc"):

@@ -171,3 +171,12 @@ def test_client_side_central_dp_with_secagg_is_distributed_dp(small_fed):
     assert max(np.abs(a - b).max() for a, b in zip(noisy.weights, plain.weights)) > 1e-3
     assert (noisy.privacy.mechanism == "central DP (client-side fixed clipping)").all()
     assert noisy.privacy.epsilon.notna().all() and (noisy.privacy.steps == 2).all()
+
+
+def test_a_zero_update_under_server_side_central_dp_is_rejected_not_fatal(small_fed):
+    # Flower's server-side clipping divides by the update norm: an unchanged model must not stop the run.
+    res = fs.Experiment(federation=small_fed, rounds=2, privacy=CentralDP(noise_multiplier=0.1),
+                        adversaries=fs.adversaries.FreeRider(hospitals=[small_fed.hospitals[0]])).run()
+    rejected = res.participation[res.participation.event == "rejected"]
+    assert len(rejected) == 2 and rejected.reason.str.contains("zero update").all()
+    assert res.metrics["round"].max() == 2

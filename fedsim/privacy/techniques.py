@@ -8,11 +8,13 @@ the run's PrivacyLedger, which turns the charges into epsilons.
 import math
 from dataclasses import dataclass
 
+import numpy as np
 from flwr.clientapp.mod import LocalDpMod, adaptiveclipping_mod, fixedclipping_mod
 from flwr.serverapp import strategy as flwr_strategy
 
+from fedsim._replies import weights_of
 from fedsim.components import Component
-from fedsim.engine import Plan
+from fedsim.engine import Exchange, Plan, ReplyScreen
 from fedsim.privacy.accounting import ACCOUNTANTS, Charge, PrivacyLedger, default_delta
 
 
@@ -34,6 +36,25 @@ def _sampled_per_round(plan: Plan) -> int:
     n = plan.federation.n_hospitals
     fraction = getattr(plan.strategy, "fraction_train", 1.0)
     return min(n, max(int(n * fraction), getattr(plan.strategy, "min_train_nodes", 1)))
+
+
+class UnchangedModelScreen(ReplyScreen):
+    """Rejects a reply that returns the global model unchanged (a zero update), recording why.
+
+    Flower's server-side clipping divides by the update's norm, so one zero
+    update would stop the run; a zero update carries nothing to aggregate.
+    """
+
+    def screen(self, exchange: Exchange) -> dict[str, str]:
+        if exchange.message_type != "train":
+            return {}
+        unchanged = {}
+        for hospital, content in exchange.updates().items():
+            sent = exchange.sent.get(hospital)
+            if sent is not None and all(np.array_equal(a, b) for a, b in zip(weights_of(content),
+                                                                            weights_of(sent.content))):
+                unchanged[hospital] = "zero update (model unchanged): server-side clipping cannot scale it"
+        return unchanged
 
 
 @dataclass(frozen=True)
@@ -134,6 +155,8 @@ class CentralDP(Component):
             plan.strategy = wrapper(plan.strategy, self.noise_multiplier, self.clipping_norm, sampled)
         if self.side == "client":
             plan.client_mods.append(adaptiveclipping_mod if self.adaptive else fixedclipping_mod)
+        else:
+            plan.screens.append(UnchangedModelScreen())
         hospitals = plan.federation.hospitals
         PrivacyLedger.of(plan).add(Charge(
             mechanism=self.mechanism, unit="hospital", noise_multiplier=float(self.noise_multiplier),
