@@ -173,6 +173,11 @@ def plot_leakage(table: pd.DataFrame, metric: str = "psnr"):
     for _, row in rows.iterrows():
         ax.annotate(row["defense"], (row["auroc"], row["value"]), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
+    prior = table[table.metric == f"{metric}_prior"]
+    if not prior.empty:
+        ax.axhline(prior.value.mean(), color="black", ls="--", lw=1)
+        ax.annotate("guessing the average scan", (ax.get_xlim()[0], prior.value.mean()), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
     ax.set(xlabel="global AUROC of the trained model (utility)", ylabel=f"attack {metric} (higher = more leakage)")
     ax.legend([], [], frameon=False)
     return _done(fig)

@@ -156,15 +156,21 @@ def test_secagg_server_attacks_the_aggregate(scans):
     assert scores["psnr"] < plain["psnr"] - 10
 
 
-def test_defense_table_reruns_the_attack_under_each_defense(scans):
+def test_defenses_are_compared_on_leakage_and_utility(scans):
     experiment = fs.Experiment(federation=scans, model="cnn", rounds=1, batch_size=1, local_steps=1)
-    runs = fs.attacks.run_defenses(experiment, fs.attacks.GradientInversion(hospital=0, steps=300), {
-        "none": {}, "sparsify 1%": {"privacy": fs.privacy.Sparsify(keep=0.01)}, "batch 16": {"batch_size": 16}})
-    table = fs.attacks.defense_table(runs)
+    comparison = fs.attacks.compare_defenses(
+        experiment, fs.attacks.GradientInversion(hospital=0, steps=300),
+        {"none": {}, "sparsify 1%": {"privacy": fs.privacy.Sparsify(keep=0.01)}, "batch 16": {"batch_size": 16}},
+        utility={"batch_size": 16, "local_steps": None, "rounds": 2})
+    table = comparison.table()
     assert list(table.columns) == ["defense", "attack", "hospital", "round", "metric", "value", "auroc"]
     psnrs = table[table.metric == "psnr"].set_index("defense")["value"]
     assert psnrs["none"] > psnrs["sparsify 1%"] + 5 and psnrs["none"] > psnrs["batch 16"] + 5
-    assert table.auroc.between(0, 1).all()
+    # AUROC comes from the utility runs: a full local epoch of batch 16, two rounds.
+    assert comparison.utility["none"].config["batch_size"] == 16 and comparison.utility["none"].config["rounds"] == 2
+    auroc = table.groupby("defense").auroc.first()
+    assert auroc["none"] == comparison.utility["none"].final("auroc") and auroc["none"] == auroc["batch 16"]
+    assert comparison.plot_reconstructions().axes and comparison.plot().axes
 
 
 def test_the_curious_server_inverts_a_tabular_update(small_fed):

@@ -6,9 +6,9 @@ the trained model runs them; every result is a tidy row
 """
 
 from fedsim.attacks.curious_server import GradientInversion
-from fedsim.attacks.defenses import defense_table, run_defenses
+from fedsim.attacks.defenses import DefenseComparison, compare_defenses
 from fedsim.attacks.inversion import Reconstruction, invert_gradient, recover_labels, true_gradient, update_as_gradient
 from fedsim.attacks.scores import decode, psnr, ssim
 
-__all__ = ["GradientInversion", "Reconstruction", "decode", "defense_table", "invert_gradient", "psnr", "recover_labels", "run_defenses", "ssim",
-           "true_gradient", "update_as_gradient"]
+__all__ = ["DefenseComparison", "GradientInversion", "Reconstruction", "compare_defenses", "decode", "invert_gradient",
+           "psnr", "recover_labels", "ssim", "true_gradient", "update_as_gradient"]

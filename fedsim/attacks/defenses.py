@@ -3,11 +3,13 @@
 Each defense is a set of Experiment changes (``privacy=``, ``batch_size=``,
 ``local_steps=``, ...). The attack watches every run as an observer; under
 SecAgg+ a gradient inversion attacks the aggregate, the only update that
-server sees. ``defense_table`` is tidy: one row per (defense, metric), with
-the AUROC that run's final global model reaches.
+server sees (one more round runs if needed: it shows in the next broadcast). The worst case for a hospital (batch size 1, one local step) is
+no way to train a model, so the AUROC of each defense can come from a second,
+``utility`` run: the same defense under realistic training settings.
 """
 
 import dataclasses
+from dataclasses import dataclass
 
 import pandas as pd
 
@@ -18,35 +20,63 @@ from fedsim.privacy import SecAgg
 from fedsim.results import Result
 
 
-def run_defenses(experiment: Experiment, attack: Component, defenses: dict[str, dict]) -> dict[str, Result]:
-    """Run ``experiment`` once per defense with ``attack`` watching; {label: Result}.
+@dataclass(frozen=True)
+class DefenseComparison:
+    """The attacked run and the utility run of each defense (the same run when no utility settings)."""
+
+    attacked: dict[str, Result]
+    utility: dict[str, Result]
+
+    def table(self) -> pd.DataFrame:
+        """Tidy: defense, attack, hospital, round, metric, value, auroc (final global AUROC of the utility run)."""
+        frames = [res.attacks.dropna(subset=["metric"]).assign(defense=label, auroc=self.utility[label].final("auroc"))
+                  for label, res in self.attacked.items()]
+        columns = ["defense", "attack", "hospital", "round", "metric", "value", "auroc"]
+        return pd.concat(frames, ignore_index=True)[columns]
+
+    def plot(self, metric: str = "psnr"):
+        """The attack metric against AUROC, one point per defense."""
+        from fedsim.plots import plot_leakage
+
+        return plot_leakage(self.table(), metric)
+
+    def plot_reconstructions(self):
+        """Each defense's reconstructed scan under the original."""
+        from fedsim.plots import plot_reconstructions
+
+        first = next(iter(self.attacked.values()))
+        return plot_reconstructions(self.attacked, first.federation.image_shape)
+
+
+def compare_defenses(experiment: Experiment, attack: Component, defenses: dict[str, dict],
+                     utility: dict | None = None) -> DefenseComparison:
+    """Run ``experiment`` once per defense with ``attack`` watching.
 
     ``defenses`` maps a label to Experiment changes, e.g. ``{"none": {},
     "DP-SGD z=1": {"privacy": fs.privacy.DPSGD(noise_multiplier=1.0)}}``.
+    ``utility``: Experiment changes for a second run per defense that measures
+    AUROC (e.g. ``{"batch_size": 16, "local_steps": None, "rounds": 20}``);
+    the defense's own changes apply on top of them.
     """
     if not isinstance(experiment, Experiment):
         raise ValueError(f"experiment: expected a fedsim Experiment, got {type(experiment).__name__}")
     as_components("attack", attack)
     if not isinstance(defenses, dict) or not defenses:
         raise ValueError("defenses: give a non-empty {label: {Experiment field: value}} dict")
-    results = {}
+    if utility is not None and not isinstance(utility, dict):
+        raise ValueError(f"utility: expected a dict of Experiment changes or None, got {type(utility).__name__}")
+    attacked, measured = {}, {}
     for label, changes in defenses.items():
         if not isinstance(changes, dict):
             raise ValueError(f"defenses[{label!r}]: expected a dict of Experiment changes, got {type(changes).__name__}")
-        run = experiment.replace(name=str(label), **changes)
+        label = str(label)
+        run = experiment.replace(name=label, **changes)
         watcher = attack
         if isinstance(attack, GradientInversion) and any(
                 isinstance(c, SecAgg) for c in as_components("privacy", run.privacy)):
             watcher = dataclasses.replace(attack, target="aggregate")
-        results[str(label)] = run.replace(observers=[*run.observers, watcher]).run()
-    return results
-
-
-def defense_table(results: dict[str, Result]) -> pd.DataFrame:
-    """The attack rows of each run with its label and final AUROC.
-
-    Columns: defense, attack, hospital, round, metric, value, auroc.
-    """
-    frames = [res.attacks.dropna(subset=["metric"]).assign(defense=label, auroc=res.final("auroc"))
-              for label, res in results.items()]
-    return pd.concat(frames, ignore_index=True)[["defense", "attack", "hospital", "round", "metric", "value", "auroc"]]
+            run = run.replace(rounds=max(run.rounds, attack.round + 1))  # the aggregate shows a round later
+        attacked[label] = run.replace(observers=[*run.observers, watcher]).run()
+        measured[label] = attacked[label] if utility is None else experiment.replace(
+            name=f"{label} (utility)", **{**utility, **changes}).run()
+    return DefenseComparison(attacked, measured)
