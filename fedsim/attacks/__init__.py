@@ -7,7 +7,13 @@ the trained model runs them; every result is a tidy row
 
 from fedsim.attacks.curious_server import GradientInversion
 from fedsim.attacks.defenses import DefenseComparison, compare_defenses
-from fedsim.attacks.inversion import Reconstruction, invert_gradient, recover_labels, true_gradient, update_as_gradient
+from fedsim.attacks.inversion import (
+           Reconstruction,
+           invert_gradient,
+           recover_labels,
+           true_gradient,
+           update_as_gradient,
+)
 from fedsim.attacks.scores import decode, psnr, ssim
 
 __all__ = ["DefenseComparison", "GradientInversion", "Reconstruction", "compare_defenses", "decode", "invert_gradient",
