@@ -180,3 +180,13 @@ def test_the_curious_server_inverts_a_tabular_update(small_fed):
     scores = res.attacks.set_index("metric")["value"]
     assert scores["label_accuracy"] == 1.0 and scores["max_rel_error"] < 0.05
     assert {"mean_rel_error", "categorical_match", "rel_error[age]"} <= set(scores.index)
+
+
+def test_a_multi_step_update_is_inverted_as_an_average_gradient(scans):
+    spy = fs.attacks.GradientInversion(hospital=2, steps=200, batch_size=3)
+    res = fs.Experiment(federation=scans, model="cnn", rounds=1, batch_size=1, local_steps=3,
+                        observers=[spy]).run()
+    records = res.tables["reconstructions"]
+    assert len(records) == 3 and records.hospital.eq(scans.hospitals[2]).all()
+    scores = res.attacks.set_index("metric")["value"]
+    assert np.isfinite(scores["psnr"]) and 0 <= scores["label_accuracy"] <= 1
