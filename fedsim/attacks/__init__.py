@@ -14,7 +14,18 @@ from fedsim.attacks.inversion import (
            true_gradient,
            update_as_gradient,
 )
+from fedsim.attacks.membership import (
+    MembershipAttack,
+    TrainingRecipe,
+    attack_result,
+    attack_update,
+    lira_scores,
+    membership_inference,
+    plot_attacks,
+)
 from fedsim.attacks.scores import decode, psnr, ssim
 
-__all__ = ["DefenseComparison", "GradientInversion", "Reconstruction", "compare_defenses", "decode", "invert_gradient",
-           "psnr", "recover_labels", "ssim", "true_gradient", "update_as_gradient"]
+__all__ = ["DefenseComparison", "GradientInversion", "MembershipAttack", "Reconstruction", "TrainingRecipe",
+           "attack_result", "attack_update", "compare_defenses", "decode", "invert_gradient", "lira_scores",
+           "membership_inference", "plot_attacks", "psnr", "recover_labels", "ssim", "true_gradient",
+           "update_as_gradient"]
