@@ -294,3 +294,16 @@ def test_arguments_are_checked(fed, overfit, run):
         attack_update(res, "H000", WIDE, overfit, overfit, recipe=OVERFIT)
     with pytest.raises(ValueError, match="is_member: needs both members and non-members"):
         MembershipAttack("loss", [0.1, 0.2], [True, True])
+
+
+def test_the_curious_server_runs_membership_inference_on_an_update():
+    fed = fs.synthetic_federation("readmission_30d", n_hospitals=2, n_patients=400, seed=0, test_size=0.5)
+    spy = fs.attacks.MembershipInference(hospital=1, round=2, n_shadows=4)
+    res = fs.Experiment(federation=fed, model="mlp", rounds=2, local_epochs=20, learning_rate=0.1,
+                        observers=[spy]).run()
+    rows = res.attacks.set_index("metric")
+    assert set(rows.index) == {"auc", "advantage", "tpr@0.1%fpr", "tpr@1%fpr"}
+    assert rows["attack"].eq("membership inference (lira)").all() and rows["hospital"].eq(fed.hospitals[1]).all()
+    assert rows.loc["auc", "value"] > 0.55  # twenty local epochs on 100 records overfit
+    with pytest.raises(ValueError, match="^target: under SecAgg"):
+        fs.Experiment(federation=fed, privacy=fs.privacy.SecAgg(), observers=[spy]).run()
