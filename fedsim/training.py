@@ -65,6 +65,7 @@ class Trainer:
             self._dp_train_pass, input_signature=[*plan_specs, scalar, scalar, tf.TensorSpec([2], tf.int64)]
         )
         self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
+        self.logits_function = tf.function(self._logits_pass, input_signature=[weight_specs, x_spec])
         # Traced once, here; calling the concrete functions skips per-call argument binding.
         self._train = self.train_function.get_concrete_function()
         self._predict = self.predict_function.get_concrete_function()
@@ -156,8 +157,11 @@ class Trainer:
         return grads, logits
 
     def _predict_pass(self, weights, x):
+        return tf.sigmoid(self._logits_pass(weights, x))
+
+    def _logits_pass(self, weights, x):
         self._assign(weights)
-        return tf.sigmoid(self.model(x, training=False)[:, 0])
+        return self.model(x, training=False)[:, 0]
 
     def initial_weights(self, seed: int) -> Weights:
         """Freshly initialised weights, the same for the same seed."""
@@ -217,8 +221,15 @@ class Trainer:
 
     def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Risk (probability of the positive class) for each row of ``x``."""
+        return self._chunked(self._predict, weights, x, chunk)
+
+    def logits(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
+        """The model's logit for each row of ``x`` (exact where the risk rounds to 0 or 1)."""
+        return self._chunked(self.logits_function, weights, x, chunk)
+
+    def _chunked(self, function, weights, x, chunk):
         weights = self._inputs(weights)
-        parts = [self._predict(weights, x[i : i + chunk]).numpy() for i in range(0, len(x), chunk)]
+        parts = [function(weights, x[i : i + chunk]).numpy() for i in range(0, len(x), chunk)]
         return np.concatenate(parts) if parts else np.zeros(0, np.float32)
 
 

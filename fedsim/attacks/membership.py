@@ -74,7 +74,6 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score, roc_curve
 from tqdm.auto import tqdm
 
-from fedsim._tf import tf
 from fedsim.models import ModelFn
 from fedsim.training import Trainer, trainer_for
 
@@ -179,25 +178,6 @@ def _dpsgd_settings(components) -> tuple[float, float] | None:
 
 # --- the target's statistic ---------------------------------------------------------------
 
-_LOGITS: dict[Trainer, object] = {}
-
-
-def _logit_function(trainer: Trainer):
-    """A traced ``(weights, x) -> logits`` on the trainer's one model (traced once per trainer)."""
-    if trainer not in _LOGITS:
-        variables = trainer.model.weights
-
-        def logits(weights, x):
-            for variable, value in zip(variables, weights, strict=True):
-                variable.assign(value)
-            return trainer.model(x, training=False)[:, 0]
-
-        specs = [tf.TensorSpec(v.shape, v.dtype) for v in variables]
-        signature = [specs, tf.TensorSpec([None, trainer.n_features], tf.float32)]
-        _LOGITS[trainer] = tf.function(logits, input_signature=signature).get_concrete_function()
-    return _LOGITS[trainer]
-
-
 def _check_weights(trainer: Trainer, weights, field: str = "weights") -> list[np.ndarray]:
     variables = trainer.model.weights
     if not isinstance(weights, (list, tuple)) or len(weights) != len(variables):
@@ -210,12 +190,9 @@ def _check_weights(trainer: Trainer, weights, field: str = "weights") -> list[np
     return arrays
 
 
-def logit_confidence(trainer: Trainer, weights, x: np.ndarray, y: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def logit_confidence(trainer: Trainer, weights, x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """``log(p_y / (1 - p_y))`` of each row's true label, from the model's logit (float64, exact)."""
-    function = _logit_function(trainer)
-    tensors = [tf.constant(w, dtype=v.dtype) for w, v in zip(weights, trainer.model.weights, strict=True)]
-    parts = [function(tensors, tf.constant(x[i: i + chunk], tf.float32)).numpy() for i in range(0, len(x), chunk)]
-    logits = np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+    logits = trainer.logits(weights, np.asarray(x, np.float32)).astype(np.float64)
     return np.where(y > 0.5, logits, -logits)
 
 
