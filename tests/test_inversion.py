@@ -190,3 +190,18 @@ def test_a_multi_step_update_is_inverted_as_an_average_gradient(scans):
     assert len(records) == 3 and records.hospital.eq(scans.hospitals[2]).all()
     scores = res.attacks.set_index("metric")["value"]
     assert np.isfinite(scores["psnr"]) and 0 <= scores["label_accuracy"] <= 1
+
+
+def test_the_audit_log_keeps_attack_scores_but_no_reconstructed_records(scans):
+    res, _ = attacked(scans, steps=50)
+    logged = [e for e in fs.governance.read(res.audit_path) if e["kind"] == "result"][0]["data"]["tables"]
+    assert "reconstructions" not in logged
+    assert {row["metric"] for row in logged["attacks"]} >= {"psnr", "ssim", "label_accuracy"}
+
+
+def test_the_risk_report_states_the_measured_leakage(scans, tmp_path):
+    attacked(scans, steps=50, out=tmp_path)
+    with open(fs.governance.report(tmp_path)["markdown"], encoding="utf-8") as report:
+        text = report.read()
+    row = next(line for line in text.splitlines() if "| update leakage |" in line)
+    assert f"gradient inversion (geiping) on {scans.hospitals[1]}, round 1" in row and "PSNR" in row

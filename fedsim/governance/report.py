@@ -258,12 +258,37 @@ def _threat_rows(run: Run, baseline: Run | None) -> pd.DataFrame:
     for prop, threat, words in THREATS:
         attacks = [a for a in run.attacks if any(w in str(a.get("threat", "")).lower() for w in words)]
         residual = _residual(run, baseline, threat, attacks)
+        run_names = [f"{a['name']} ({', '.join(a.get('hospitals', []))})" if a.get("hospitals") else a["name"]
+                     for a in attacks]
+        measured = _measured_leakage(run.table("attacks"), words)
+        if measured:
+            run_names += list(measured)
+            residual = "; ".join(measured.values())
         rows.append({"property": prop, "threat": threat,
                      "mitigations enabled": "; ".join(mitigations[threat]) or "none",
-                     "attacks run": "; ".join(f"{a['name']} ({', '.join(a.get('hospitals', []))})"
-                                              if a.get("hospitals") else a["name"] for a in attacks) or "none",
+                     "attacks run": "; ".join(run_names) or "none",
                      "residual risk (measured)": residual})
     return pd.DataFrame(rows)
+
+
+# What a leakage attack's rows say, in order of importance.
+LEAKAGE_METRICS = {"psnr": "PSNR {:.1f} dB", "psnr_prior": "average-scan guess {:.1f} dB",
+                   "max_rel_error": "worst feature error {:.1%} of its range", "auc": "AUC {:.2f}",
+                   "tpr@1%fpr": "TPR at 1% FPR {:.2f}", "label_accuracy": "labels {:.0%} right"}
+
+
+def _measured_leakage(table: pd.DataFrame, words: tuple[str, ...]) -> dict[str, str]:
+    """{attack on hospital in round: what it achieved} for the observers' rows of the attacks table."""
+    if table.empty or not {"attack", "metric", "value"} <= set(table):
+        return {}
+    rows = table.dropna(subset=["metric"])
+    rows = rows[rows.attack.astype(str).str.lower().str.contains("|".join(words))]
+    measured = {}
+    for (attack, hospital, rnd), group in rows.groupby(["attack", "hospital", "round"], sort=False):
+        values = group.set_index("metric")["value"].astype(float)
+        said = [fmt.format(values[m]) for m, fmt in LEAKAGE_METRICS.items() if m in values]
+        measured[f"{attack} on {hospital}, round {int(rnd)}"] = ", ".join(said)
+    return measured
 
 
 def _residual(run: Run, baseline: Run | None, threat: str, attacks: list[dict]) -> str:

@@ -347,8 +347,9 @@ class Governance:
         self.trail.write_policies()
         model = result.model
         digest_w = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in result.weights)).hexdigest()
+        # Reconstructed records are patient data an attack recovered: the log keeps their scores only.
         tables = {name: table.to_dict(orient="records") for name, table in result.tables.items()
-                  if isinstance(table, pd.DataFrame) and name not in ("participation",)}
+                  if isinstance(table, pd.DataFrame) and name not in ("participation", "reconstructions")}
         self.writer.append("result", {
             "metrics": result.metrics.to_dict(orient="list"),
             "participation": events,
