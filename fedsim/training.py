@@ -219,6 +219,15 @@ class Trainer:
                 logger.setLevel(level)
         return self._dp_train
 
+    def gradient(self, weights: Sequence[np.ndarray], x: np.ndarray, y: np.ndarray) -> Weights:
+        """The batch-mean loss gradient on (x, y), one array per trainable variable: what one SGD step reveals."""
+        self._assign(self._inputs(weights))
+        with tf.GradientTape() as tape:
+            logits = self.model(tf.constant(x, tf.float32), training=True)[:, 0]
+            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
+                labels=tf.constant(y, tf.float32), logits=logits))
+        return [g.numpy() for g in tape.gradient(loss, self.model.trainable_variables)]
+
     def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:
         """Risk (probability of the positive class) for each row of ``x``."""
         return self._chunked(self._predict, weights, x, chunk)

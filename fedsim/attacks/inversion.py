@@ -173,8 +173,9 @@ def invert_gradient(
     z0 = rng.normal(0.0, 1.0 if batch_size > 1 else 0.1, (batch_size, n_features)).astype(np.float32)
     mean_risk = float(trainer.predict(weights, low + (high - low) / (1 + np.exp(-z0))).mean())
     labels = recover_labels(gradient, batch_size, mean_risk)
+    weights = [tf.constant(w, v.dtype) for w, v in zip(weights, trainer.model.weights)]
     x, y, distance = _INVERTERS[key].run(
-        trainer._inputs(weights), [tf.constant(g, tf.float32) for g in gradient], low, high, labels, z0,
+        weights, [tf.constant(g, tf.float32) for g in gradient], low, high, labels, z0,
         tf.constant(steps), tf.constant(learning_rate, tf.float32), tf.constant(total_variation, tf.float32))
     return Reconstruction(x.numpy(), np.round(y.numpy()).astype(np.float32), float(distance))
 
@@ -194,10 +195,4 @@ def true_gradient(model: str | ModelFn, weights: Sequence[np.ndarray], x: np.nda
                   ) -> list[np.ndarray]:
     """The batch-mean gradient of the loss on rows (x, y): what one plain step reveals."""
     x = np.asarray(x, np.float32)
-    trainer = trainer_for(resolve_model(model), x.shape[1])
-    trainer._assign(trainer._inputs(weights))
-    with tf.GradientTape() as tape:
-        logits = trainer.model(tf.constant(x, tf.float32), training=True)[:, 0]
-        loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=tf.constant(y, tf.float32),
-                                                                      logits=logits))
-    return [g.numpy() for g in tape.gradient(loss, trainer.model.trainable_variables)]
+    return trainer_for(resolve_model(model), x.shape[1]).gradient(weights, x, np.asarray(y, np.float32))
