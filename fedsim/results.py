@@ -42,7 +42,8 @@ class Result:
 
     @property
     def attacks(self) -> pd.DataFrame:
-        """The attacks in play and what they achieved (empty without adversaries)."""
+        """The attacks in play: adversaries (attack, hospital, details) and the attacks observing the run
+        (``fedsim.attacks``: attack, hospital, round, metric, value); empty without either."""
         return self.tables.get("attacks", pd.DataFrame())
 
     @property
