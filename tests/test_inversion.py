@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 
 import fedsim as fs
+from fedsim._replies import replace_weights, weights_of
 from fedsim.attacks import invert_gradient, psnr, recover_labels, ssim, true_gradient, update_as_gradient
 from fedsim.attacks.scores import decode, match, record_scores
 from fedsim.models import cnn, mlp
@@ -90,6 +91,7 @@ def test_sparsify_keeps_the_largest_entries():
     (lambda: fs.attacks.GradientInversion(target="everyone"), "target"),
     (lambda: fs.attacks.GradientInversion(round=0), "round"),
     (lambda: fs.privacy.Sparsify(keep=0), "keep"),
+    (lambda: fs.attacks.MembershipInference(n_shadows=3), "n_shadows"),
 ])
 def test_bad_attack_settings_raise_naming_the_field(make, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
@@ -205,3 +207,20 @@ def test_the_risk_report_states_the_measured_leakage(scans, tmp_path):
         text = report.read()
     row = next(line for line in text.splitlines() if "| update leakage |" in line)
     assert f"gradient inversion (geiping) on {scans.hospitals[1]}, round 1" in row and "PSNR" in row
+
+
+def _nan_from_hospital_1(message, context, call_next):
+    reply = call_next(message, context)
+    if message.metadata.message_type == "train" and context.node_config["partition-id"] == 1:
+        weights = weights_of(reply.content)
+        weights[0][0, 0] = np.nan
+        replace_weights(reply.content, weights)
+    return reply
+
+
+def test_an_update_the_attack_cannot_use_is_a_recorded_failure_not_a_crash(scans):
+    # Hospital 1 sends NaN: the validator keeps it out of aggregation, the attack on it records why it failed.
+    res, _ = attacked(scans, steps=10, client_mods=[_nan_from_hospital_1])
+    row = res.attacks.set_index("metric").loc["failed"]
+    assert "NaN" in row["details"] and res.metrics["round"].max() == 1
+    assert (res.participation.event == "rejected").sum() == 1

@@ -145,7 +145,9 @@ class MembershipInference(_UpdateAttack):
         if self.method not in membership.METHODS:
             raise ValueError(f"method: unknown {self.method!r}; allowed: {list(membership.METHODS)}")
         _positive_int("round", self.round)
-        _positive_int("n_shadows", self.n_shadows)
+        if self.method != "loss" and (isinstance(self.n_shadows, bool) or not isinstance(self.n_shadows, int)
+                                      or self.n_shadows < 2 or self.n_shadows % 2):
+            raise ValueError(f"n_shadows: must be an even integer >= 2 (IN/OUT pairs), got {self.n_shadows!r}")
 
     @property
     def name(self) -> str:
@@ -204,7 +206,11 @@ class _Observation(RoundObserver):
         return None
 
     def _attack(self, sent: list[np.ndarray], returned: list[np.ndarray]) -> None:
-        metrics, records = self.attack.evaluate(self.plan, self.index, sent, returned)
+        try:
+            metrics, records = self.attack.evaluate(self.plan, self.index, sent, returned)
+        except (ValueError, ArithmeticError) as error:  # e.g. a hostile update: the run goes on, the failure is a row
+            self.rows.append(self._row("failed", float("nan"), f"{type(error).__name__}: {error}"))
+            return
         self.rows += [self._row(metric, value) for metric, value in metrics.items()]
         key = {"attack": self.attack.name, "hospital": self.hospital, "round": self.attack.round}
         self.records += [{**key, **record} for record in records]
