@@ -1,10 +1,9 @@
 """The honest-but-curious server: attacks on one hospital's update, as Experiment observers.
 
 ``GradientInversion`` and ``MembershipInference`` watch one hospital in one
-round. ``GradientInversion`` With
-``target="update"`` it inverts that hospital's reply (the weights it sent back
-minus the global weights it received), which is what a plain FedAvg server, or
-a server behind central DP, holds. With ``target="aggregate"`` it inverts the
+round. With ``target="update"`` a gradient inversion inverts that hospital's
+reply (the weights it sent back minus the global weights it received), which
+is what a plain FedAvg server, or a server behind central DP, holds. With ``target="aggregate"`` it inverts the
 change of the global model over the round, which is all a SecAgg+ server (or
 anyone who sees the released models) gets; that change only shows at the next
 round's broadcast, so the run needs one more round.
