@@ -145,6 +145,8 @@ class Experiment:
             "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
             "evaluate_every": self.evaluate_every,
             "components": [repr(c) for c in self.components()],
+            "dpsgd": next(({"l2_norm_clip": c.l2_norm_clip, "noise_multiplier": c.noise_multiplier}
+                           for c in self.components() if isinstance(c, DPSGD)), None),
             "privacy_budget": self.privacy_budget,
             "policies": {h: dataclasses.asdict(p) for h, p in resolve_policies(self.policies, self.federation).items()},
         }

@@ -63,7 +63,6 @@ the ROC and its metrics come from scikit-learn (``sklearn.metrics.roc_curve``,
 """
 
 import dataclasses
-import re
 import tempfile
 import warnings
 from dataclasses import dataclass, field
@@ -129,7 +128,7 @@ class TrainingRecipe:
         local_epochs`` epochs; a centralized baseline's own epochs).
         ``local=True``: one hospital's local training in one round (its
         ``local_steps`` cap included; the central recipe has no cap).
-        DP-SGD settings are read from the run's DPSGD component.
+        DP-SGD settings are the run's ``dpsgd`` entry.
         """
         if "baseline" in config:
             if config["baseline"] != "centralized" or local:
@@ -144,36 +143,19 @@ class TrainingRecipe:
             raise ValueError(f"recipe: the run's config lacks {missing}; give recipe=TrainingRecipe(...)") from None
         steps = config.get("local_steps")
         return cls(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
-                   dp=_dpsgd_settings(config.get("components", ())),
+                   dp=(dpsgd["l2_norm_clip"], dpsgd["noise_multiplier"]) if (dpsgd := config.get("dpsgd")) else None,
                    max_steps=int(steps) if local and steps is not None else None)
 
     @classmethod
     def from_experiment(cls, experiment, local: bool = False) -> "TrainingRecipe":
         """The recipe of an ``Experiment`` (see ``from_config``)."""
-        from fedsim.privacy import DPSGD
-
-        recipe = cls.from_config(experiment.config(), local=local)
-        dpsgd = [c for c in experiment.components() if isinstance(c, DPSGD)]
-        dp = (float(dpsgd[0].l2_norm_clip), float(dpsgd[0].noise_multiplier)) if dpsgd else None
-        return dataclasses.replace(recipe, dp=dp)
+        return cls.from_config(experiment.config(), local=local)
 
     def fit(self, trainer: Trainer, weights, x: np.ndarray, y: np.ndarray, rng: np.random.Generator):
         """Train ``trainer``'s model from ``weights`` on (x, y) with this recipe; the new weights."""
         new, _, _ = trainer.fit(weights, x, y, epochs=self.epochs, batch_size=self.batch_size,
                                 learning_rate=self.learning_rate, rng=rng, max_steps=self.max_steps, dp=self.dp)
         return new
-
-
-_DPSGD_REPR = re.compile(r"DPSGD\(noise_multiplier=([0-9.e+-]+), l2_norm_clip=([0-9.e+-]+)")
-
-
-def _dpsgd_settings(components) -> tuple[float, float] | None:
-    """(clip, noise) of a DPSGD component in a run's config (its components are kept as reprs)."""
-    for text in components:
-        match = _DPSGD_REPR.match(str(text))
-        if match:
-            return float(match.group(2)), float(match.group(1))
-    return None
 
 
 # --- the target's statistic ---------------------------------------------------------------
