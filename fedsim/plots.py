@@ -141,9 +141,11 @@ def privacy_cost_by_hospital(table: pd.DataFrame, federation, metric: str = "aur
 def plot_reconstructions(runs, image_shape: tuple[int, int]):
     """Each run's first reconstructed scan under the original it came from.
 
-    ``runs``: a Result or a {label: Result} dict (e.g. ``fedsim.attacks.run_defenses``),
+    ``runs``: a Result or a {label: Result} dict (e.g. ``DefenseComparison.attacked``),
     each with a gradient inversion in its observers. Titles give the PSNR.
     """
+    from fedsim.attacks.scores import psnr
+
     runs = runs if isinstance(runs, dict) else {runs.name: runs}
     fig, axes = plt.subplots(2, len(runs), figsize=(1.9 * len(runs), 4.2), squeeze=False, constrained_layout=True)
     for column, (label, res) in enumerate(runs.items()):
@@ -154,8 +156,7 @@ def plot_reconstructions(runs, image_shape: tuple[int, int]):
             original, found = record["original"], np.clip(record["reconstruction"], 0, 1)
             top.imshow(original.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
             bottom.imshow(found.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
-            mse = float(np.mean((found - original) ** 2))
-            bottom.set_title(f"{10 * np.log10(1 / max(mse, 1e-10)):.1f} dB", fontsize=9)
+            bottom.set_title(f"{min(psnr(found, original), 100.0):.1f} dB", fontsize=9)
         top.set_title(label, fontsize=9)
         for ax in (top, bottom):
             ax.set_xticks([])

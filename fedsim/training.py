@@ -41,6 +41,11 @@ def batch_plan(
     return order, bounds
 
 
+def bce_loss(labels, logits):
+    """Binary cross-entropy of one-logit outputs, averaged over the batch: every training objective here."""
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
+
+
 class Trainer:
     """One model, its SGD optimizer and its traced train/predict functions."""
 
@@ -96,9 +101,7 @@ class Trainer:
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)
             with tf.GradientTape() as tape:
                 logits = self.model(xb, training=True)[:, 0]
-                loss = tf.reduce_mean(
-                    tf.nn.sigmoid_cross_entropy_with_logits(labels=yb, logits=logits)
-                )
+                loss = bce_loss(yb, logits)
                 # FedProx: mu/2 * ||w - w_global||^2 keeps the local model near the global one.
                 prox = tf.add_n([tf.reduce_sum(tf.square(v - a)) for v, a in zip(variables, anchor)])
                 objective = loss + 0.5 * proximal_mu * prox
@@ -224,8 +227,7 @@ class Trainer:
         self._assign(self._inputs(weights))
         with tf.GradientTape() as tape:
             logits = self.model(tf.constant(x, tf.float32), training=True)[:, 0]
-            loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(
-                labels=tf.constant(y, tf.float32), logits=logits))
+            loss = bce_loss(tf.constant(y, tf.float32), logits)
         return [g.numpy() for g in tape.gradient(loss, self.model.trainable_variables)]
 
     def predict(self, weights: Sequence[np.ndarray], x: np.ndarray, chunk: int = 65536) -> np.ndarray:

@@ -178,7 +178,7 @@ class _Observation(RoundObserver):
         if exchange.message_type != "train":
             return
         r, attack = exchange.server_round, self.attack
-        if r not in self.broadcast:
+        if r in (attack.round, attack.round + 1) and r not in self.broadcast:  # only the rounds the attack reads
             sent = self._model_arrays(m.content for m in exchange.sent.values())
             if sent is not None:
                 self.broadcast[r] = sent

@@ -28,7 +28,7 @@ import numpy as np
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn, resolve_model
-from fedsim.training import trainer_for
+from fedsim.training import bce_loss, trainer_for
 
 METHODS = ("dlg", "idlg", "geiping")
 
@@ -110,7 +110,7 @@ class _Inverter:
                 y = tf.sigmoid(self.label_logits) if self.method == "dlg" else labels
                 with tf.GradientTape() as inner:
                     logits = model(x, training=True)[:, 0]
-                    loss = tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=y, logits=logits))
+                    loss = bce_loss(y, logits)
                 grads = inner.gradient(loss, model.trainable_variables)
                 objective = self._distance(grads, target) + tv_weight * self._total_variation(x)
             self.optimizer.apply_gradients(zip(outer.gradient(objective, variables), variables))

@@ -77,8 +77,8 @@ def record_scores(reconstructed: np.ndarray, truth: np.ndarray, fed: Federation)
     train = fed.data[fed.data["split"] == "train"]
     scores = {}
     for name in pre.numeric:
-        span = float(train[name].max() - train[name].min()) or 1.0
         lo, hi = train[name].min(), train[name].max()
+        span = float(hi - lo) or 1.0
         scores[f"rel_error[{name}]"] = float(np.mean(np.abs(np.clip(got[name], lo, hi) - want[name]) / span))
     out = {"mean_rel_error": float(np.mean(list(scores.values()))) if scores else float("nan"),
            "max_rel_error": float(np.max(list(scores.values()))) if scores else float("nan")}
