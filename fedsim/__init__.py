@@ -4,23 +4,34 @@
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=20, seed=0)
     res = fs.Experiment(federation=fed, strategy="fedavg", rounds=20).run()
     res.final("auroc")
+
+Extension points: ``Component`` (a technique, attack or defense of your
+own, registered by name), ``StrategyWrapper`` (a server-side defense),
+``Turn`` (what an adversary acts on), ``Plan`` (what a component installs
+into) and ``RoundObserver`` (anything that watches the exchanges).
 """
 
 from fedsim import _tf  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
 from data_synthetic import KNOBS, list_scenarios
-from fedsim import adversaries, attacks, availability, baselines, defenses, governance, plots, privacy
-from fedsim.bench import evaluate_defense
-from fedsim.engine import Exchange, RoundObserver
-from fedsim.experiment import Experiment, compare
+from fedsim import adversaries, attacks, availability, baselines, defenses, governance, plots, privacy, studies
+from fedsim.adversaries import Turn
+from fedsim.components import REGISTRY, Component, from_settings
+from fedsim.engine import Exchange, Plan, RoundObserver, StrategyWrapper
+from fedsim.experiment import Experiment
 from fedsim.federation import Federation, synthetic_federation
 from fedsim.results import Result
 from fedsim.strategies import STRATEGIES
-from fedsim.sweeps import sweep
+from fedsim.studies import compare, evaluate_defense, sweep
 
 __version__ = "0.1.0"
 
+# Kept where earlier code found it: the leakage study lives with the other studies now.
+attacks.compare_defenses = studies.compare_defenses
+attacks.DefenseComparison = studies.DefenseComparison
+
 __all__ = [
-    "KNOBS", "STRATEGIES", "list_scenarios", "Exchange", "Experiment", "Federation", "Result", "RoundObserver",
-    "adversaries", "attacks", "availability", "baselines", "compare", "defenses", "evaluate_defense", "plots", "privacy",
-    "governance", "sweep", "synthetic_federation",
+    "KNOBS", "REGISTRY", "STRATEGIES", "Component", "Exchange", "Experiment", "Federation", "Plan", "Result",
+    "RoundObserver", "StrategyWrapper", "Turn", "adversaries", "attacks", "availability", "baselines", "compare",
+    "defenses", "evaluate_defense", "from_settings", "governance", "list_scenarios", "plots", "privacy", "studies",
+    "sweep", "synthetic_federation",
 ]

@@ -1,4 +1,13 @@
-"""``fedsim run|data|audit|report ...``: the public API from the shell.
+"""``fedsim run|sweep|data|audit|report ...``: the public API from the shell.
+
+A config is YAML whose keys mirror ``fedsim.Experiment``; components are
+given by their registry name and settings::
+
+    privacy: [{name: dpsgd, noise_multiplier: 1.0}]
+    adversaries: [{name: sign_flip, hospitals: 0.2}]
+    defenses: [{name: norm_bound}]
+    availability: [{name: dropout, rate: 0.1}]
+    observers: [{name: gradient_inversion, hospital: 0, round: 1}]
 
 Bad input (config, arguments) prints one ``error: ...`` line and exits 2;
 ``fedsim audit verify`` exits 1 when the log was tampered with.
@@ -18,9 +27,7 @@ from fedsim.plots import plot_comparison
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
                    "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
-                   "privacy_budget", "policies")
-PRIVACY = {"dpsgd": fs.privacy.DPSGD, "central_dp": fs.privacy.CentralDP, "local_dp": fs.privacy.LocalDP,
-           "secagg": fs.privacy.SecAgg}
+                   "privacy_budget", "policies", "privacy", "adversaries", "defenses", "availability", "observers")
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
 
@@ -34,26 +41,20 @@ def load_config(path: str) -> dict:
         raise ValueError(f"config: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(config, dict) or "federation" not in config:
         raise ValueError("config: expected a mapping with a 'federation:' section")
-    unknown = set(config) - {"federation", "baselines", "privacy", *EXPERIMENT_KEYS}
+    unknown = set(config) - {"federation", "baselines", *EXPERIMENT_KEYS}
     if unknown:
         raise ValueError(f"config: unknown keys {sorted(unknown)}; "
-                         f"allowed: federation, baselines, privacy, {', '.join(EXPERIMENT_KEYS)}")
+                         f"allowed: federation, baselines, {', '.join(EXPERIMENT_KEYS)}")
     return config
 
 
-def build_privacy(spec) -> list:
-    """``privacy:`` as a list of ``{technique: NAME, <its arguments>}`` mappings."""
-    spec = [spec] if isinstance(spec, dict) else (spec or [])
-    components = []
-    for item in spec:
-        if not isinstance(item, dict) or item.get("technique") not in PRIVACY:
-            raise ValueError(f"privacy: each entry needs 'technique:' one of {sorted(PRIVACY)}, got {item!r}")
-        arguments = {k: v for k, v in item.items() if k != "technique"}
-        try:
-            components.append(PRIVACY[item["technique"]](**arguments))
-        except TypeError as error:
-            raise ValueError(f"privacy: {error}") from None
-    return components
+def build_experiment(config: dict, **changes) -> fs.Experiment:
+    """The Experiment of a loaded config (components from their ``{name: ..., <settings>}`` entries)."""
+    fed = build_federation(config["federation"])
+    try:
+        return fs.Experiment(federation=fed, **{k: v for k, v in config.items() if k in EXPERIMENT_KEYS}, **changes)
+    except TypeError as error:
+        raise ValueError(f"config: {error}") from None
 
 
 def build_federation(spec: dict) -> fs.Federation:
@@ -79,9 +80,8 @@ def build_federation(spec: dict) -> fs.Federation:
 def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path:
     """Run the configured experiment (and baselines); write metrics, config, a figure and the audit log."""
     config = load_config(config_path)
-    fed = build_federation(config["federation"])
-    experiment = fs.Experiment(federation=fed, privacy=build_privacy(config.get("privacy")),
-                               **{k: v for k, v in config.items() if k in EXPERIMENT_KEYS})
+    experiment = build_experiment(config)
+    fed = experiment.federation
     baselines = config.get("baselines") or []
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
@@ -97,8 +97,11 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path
     table = fs.compare(runs)
 
     table.to_csv(folder / "metrics.csv", index=False)
+    for name in ("privacy", "participation", "adversaries", "attacks"):
+        if not result.tables.get(name, pd.DataFrame()).empty:
+            result.tables[name].drop(columns=[c for c in ("original", "reconstruction") if c in result.tables[name]]
+                                     ).to_csv(folder / f"{name}.csv", index=False)
     if not result.privacy.empty:
-        result.privacy.to_csv(folder / "privacy.csv", index=False)
         print(result.privacy.groupby(["mechanism", "unit"]).epsilon.agg(["min", "max"]).round(3).to_string())
     resolved = {"federation": config["federation"], "baselines": baselines, **experiment.config()}
     (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
@@ -107,7 +110,44 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path
     final = table[(table.scope == "global") & (table["round"] == table.groupby("run")["round"].transform("max"))]
     print(f"\n{fed!r}\n")
     print(final.pivot(index="run", columns="metric", values="value").round(3).to_string())
-    print(f"\nwrote {folder}/metrics.csv, config.yaml, auroc.png, audit.jsonl")
+    written = ["metrics.csv", *(f"{n}.csv" for n in ("privacy", "participation", "adversaries", "attacks")
+                                if (folder / f"{n}.csv").exists()), "config.yaml", "auroc.png", "audit.jsonl"]
+    print(f"\nwrote {folder}/: {', '.join(written)}")
+    return folder
+
+
+def parse_vary(items: list[str]) -> dict[str, list]:
+    """``--vary FIELD=[v1, v2]`` (YAML values) as {field: values}."""
+    vary = {}
+    for item in items:
+        field, sep, text = item.partition("=")
+        if not sep or not field:
+            raise ValueError(f"vary: expected FIELD=[VALUE, ...], got {item!r}")
+        try:
+            values = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            raise ValueError(f"vary: {field}: not valid YAML ({str(error).splitlines()[0]})") from None
+        if not isinstance(values, list) or not values:
+            raise ValueError(f"vary: {field}: expected a non-empty list [VALUE, ...], got {text!r}")
+        if field in ("privacy", "adversaries", "defenses", "availability", "observers"):
+            values = [v if v is None or isinstance(v, list) else [v] for v in values]
+        vary[field] = values
+    return vary
+
+
+def sweep(config_path: str, vary: list[str], seeds: list[int], out: str | None) -> Path:
+    """Sweep the configured experiment over the varied fields and seeds; write the table (cached runs)."""
+    config = load_config(config_path)
+    experiment = build_experiment(config)
+    table = fs.sweep(experiment, seeds=seeds, **parse_vary(vary))
+    folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-sweep-{datetime.now():%Y%m%d-%H%M%S}"
+    folder.mkdir(parents=True, exist_ok=True)
+    table.to_csv(folder / "sweep.csv", index=False)
+    final = table[(table.scope == "global") & (table.metric == "auroc")]
+    keys = [c for c in final.columns if c not in ("scope", "metric", "value", "epsilon", "unit", "seconds", "seed")]
+    print(final.groupby(keys, sort=False).agg(auroc=("value", "median"), epsilon=("epsilon", "max"),
+                                              seeds=("seed", "nunique")).round(3).to_string())
+    print(f"\nwrote {folder}/sweep.csv")
     return folder
 
 
@@ -135,6 +175,13 @@ def parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run an experiment from a YAML config")
     run_cmd.add_argument("config")
     run_cmd.add_argument("--out", help="results folder (default: results/<config>-<time>)")
+    sweep_cmd = commands.add_parser("sweep", help="one experiment with fields varied, over seeds (cached runs)")
+    sweep_cmd.add_argument("config")
+    sweep_cmd.add_argument("--vary", action="append", default=[], metavar="FIELD=[VALUE, ...]",
+                           help="an Experiment field and the YAML list of values to try, repeatable; e.g. "
+                                "privacy=[null, {name: dpsgd, noise_multiplier: 1.0}]")
+    sweep_cmd.add_argument("--seeds", type=int, nargs="+", default=[0])
+    sweep_cmd.add_argument("--out", help="results folder (default: results/<config>-sweep-<time>)")
     data = commands.add_parser("data", help="synthetic cohorts").add_subparsers(dest="data_command", required=True)
     data.add_parser("list", help="list scenario cards")
     gen = data.add_parser("generate", help="write a synthetic cohort as parquet")
@@ -178,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "run":
             run(args.config, args.out, args.audit_key)
+        elif args.command == "sweep":
+            sweep(args.config, args.vary, args.seeds, args.out)
         elif args.command == "audit":
             return audit_verify(args)
         elif args.command == "report":

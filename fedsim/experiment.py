@@ -5,26 +5,22 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import pandas as pd
 from flwr.serverapp.strategy import Strategy
 
 from fedsim import engine
 from fedsim.components import Component, as_components
+from fedsim.defenses import UpdateValidator
 from fedsim.engine import Plan, RoundObserver
 from fedsim.federation import Federation
 from fedsim.governance.audit import check_key
 from fedsim.governance.policies import Policy, resolve_policies
 from fedsim.governance.trail import Governance
-from fedsim.privacy import DPSGD, CentralDP, LocalDP, PrivacyLedger
-from fedsim.defenses import UpdateValidator
 from fedsim.models import ModelFn, resolve_model
-from fedsim.results import Result, participation_table, tidy
-from fedsim.strategies import make_strategy
-
-
-def _check_int(field: str, value, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field}: must be an integer >= {minimum}, got {value!r}")
+from fedsim.results import Result, tidy
+from fedsim.strategies import make_strategy, strategy_label
+from fedsim.tables import PARTICIPATION
+from fedsim.validation import (Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share,
+                               Text, check)
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,12 +32,15 @@ class Experiment:
     ``local_steps`` caps the optimizer steps per hospital per round.
     ``evaluate_every`` evaluates the global model every k rounds (and always
     before the first and after the last).
-    ``observers`` see every message exchanged with the hospitals: a
-    ``fedsim.engine.RoundObserver`` or an attack component such as
-    ``fedsim.attacks.GradientInversion``, whose results join ``Result.attacks``.
-    ``privacy`` takes components from ``fedsim.privacy`` (one or a list);
-    ``adversaries``, ``defenses`` and ``availability`` from ``fedsim.adversaries``,
-    ``fedsim.defenses`` and ``fedsim.availability``.
+    ``privacy``, ``adversaries``, ``defenses`` and ``availability`` take
+    components from ``fedsim.privacy``, ``fedsim.adversaries``,
+    ``fedsim.defenses`` and ``fedsim.availability`` (one or a list; a
+    ``{"name": ..., <settings>}`` mapping works too).
+    ``observers`` see every message exchanged with the hospitals: an attack
+    component such as ``fedsim.attacks.GradientInversion`` (its results join
+    ``Result.attacks``) or any ``fedsim.engine.RoundObserver``.
+    ``client_mods`` are Flower ClientApp mods of your own (stage ``custom``:
+    inside adversaries and availability faults, outside client-side privacy).
     ``policies`` maps a hospital id (or "default") to its institution's
     ``fedsim.governance.Policy``, enforced and logged.
     Every run writes a hash-chained ``audit.jsonl`` (``Result.audit_path``) in
@@ -69,7 +68,7 @@ class Experiment:
     defenses: Component | Sequence[Component] | None = None
     availability: Component | Sequence[Component] | None = None
     privacy_budget: float | dict[str, float] | None = None
-    observers: Sequence[RoundObserver] = ()
+    observers: Sequence[RoundObserver | Component] = ()
     client_mods: Sequence[Callable] = ()
     name: str | None = None
     policies: dict[str, Policy | dict] | None = None
@@ -77,87 +76,87 @@ class Experiment:
     audit_key: bytes | object | None = None
 
     def __post_init__(self):
-        if not isinstance(self.federation, Federation):
-            raise ValueError(f"federation: expected a fedsim Federation, got {type(self.federation).__name__}")
-        if not (isinstance(self.fraction_train, (int, float)) and 0 < self.fraction_train <= 1):
-            raise ValueError(f"fraction_train: must be in (0, 1], got {self.fraction_train!r}")
+        check("federation", self.federation, Instance(Federation, what="a fedsim Federation"))
         resolve_model(self.model)
-        make_strategy(self.strategy, self.fraction_train, self.strategy_options)
-        _check_int("rounds", self.rounds, 1)
-        _check_int("local_epochs", self.local_epochs, 1)
-        _check_int("batch_size", self.batch_size, 1)
-        _check_int("seed", self.seed, 0)
-        _check_int("evaluate_every", self.evaluate_every, 1)
-        if self.local_steps is not None:
-            _check_int("local_steps", self.local_steps, 1)
-        if not isinstance(self.learning_rate, (int, float)) or not self.learning_rate > 0:
-            raise ValueError(f"learning_rate: must be a number > 0, got {self.learning_rate!r}")
-        if self.engine not in engine.ENGINES:
-            raise ValueError(f"engine: unknown {self.engine!r}; allowed: {list(engine.ENGINES)}")
-        as_components("privacy", self.privacy)
-        for name in ("adversaries", "defenses", "availability"):
-            as_components(name, getattr(self, name))
+        for name, constraints in (("rounds", (Integer(min=1),)), ("local_epochs", (Integer(min=1),)),
+                                  ("batch_size", (Integer(min=1),)), ("seed", (Integer(min=0, max=2**32 - 1),)),
+                                  ("evaluate_every", (Integer(min=1),)),
+                                  ("local_steps", (Integer(min=1), NoneValue())),
+                                  ("learning_rate", (Positive(),)), ("fraction_train", (Share(),)),
+                                  ("engine", (Options(*engine.ENGINES),)), ("name", (Text(), NoneValue())),
+                                  ("strategy_options", (Mapping(), NoneValue()))):
+            object.__setattr__(self, name, check(name, getattr(self, name), *constraints))
+        for name, family in (("privacy", "privacy"), ("adversaries", "adversary"), ("defenses", "defense"),
+                             ("availability", "availability")):
+            object.__setattr__(self, name, as_components(name, getattr(self, name), family) or None)
+        object.__setattr__(self, "observers", self._observers())
+        object.__setattr__(self, "client_mods", tuple(
+            check("client_mods", mod, IsCallable("a Flower ClientApp mod (message, context, call_next)"))
+            for mod in _sequence("client_mods", self.client_mods)))
         self._budget()
         resolve_policies(self.policies, self.federation)
         check_key("audit_key", self.audit_key)
-        for observer in self.observers:
+        plan = self.build_plan()  # every component checked against the federation now, not mid-run
+        plan.seal()
+        engine.check(plan, self.engine)
+
+    def _observers(self) -> tuple:
+        observers = []
+        for observer in _sequence("observers", self.observers):
+            if isinstance(observer, (dict, str)):
+                observer = as_components("observers", observer, "attack")[0]
             if not (isinstance(observer, Component) or callable(getattr(observer, "on_exchange", None))):
                 raise ValueError(f"observers: {observer!r} is neither a fedsim component (e.g. "
                                  f"fedsim.attacks.GradientInversion) nor has an on_exchange(exchange) method")
+            observers.append(observer)
+        return tuple(observers)
 
     def _budget(self) -> dict[str, float]:
         """``privacy_budget`` as {hospital or "default": epsilon cap}, checked."""
         budget = self.privacy_budget
         if budget is None:
             return {}
-        budget = dict(budget) if isinstance(budget, dict) else {"default": budget}
+        budget = dict(budget) if isinstance(budget, dict) else {"default": check("privacy_budget", budget, Positive())}
         allowed = {"default", *self.federation.hospitals}
         for key, cap in budget.items():
             if key not in allowed:
                 raise ValueError(f"privacy_budget: unknown hospital {key!r}; allowed: 'default' or a hospital id")
-            if isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0:
-                raise ValueError(f"privacy_budget: the cap of {key!r} must be a number > 0, got {cap!r}")
-        if not any(isinstance(c, (DPSGD, CentralDP, LocalDP)) for c in as_components("privacy", self.privacy)):
-            raise ValueError("privacy_budget: needs a DP technique in privacy= (DPSGD, CentralDP or LocalDP)")
+            check(f"privacy_budget[{key!r}]", cap, Positive())
+        if not any(c.spends_epsilon for c in self.components()):
+            raise ValueError("privacy_budget: needs a DP technique in privacy= (one that spends epsilon: "
+                             "DPSGD, CentralDP or LocalDP)")
         return budget
 
     @property
     def label(self) -> str:
         """The run's name: ``name`` or the strategy's."""
-        if self.name:
-            return self.name
-        return self.strategy if isinstance(self.strategy, str) else type(self.strategy).__name__
+        return self.name or strategy_label(self.strategy)
 
     def replace(self, **changes) -> "Experiment":
         """A copy with some fields changed (validated again)."""
         return dataclasses.replace(self, **changes)
 
-    def config(self) -> dict:
-        """The resolved settings, as plain values (for logs and results folders)."""
-        def plain(value):
-            return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)
+    def components(self) -> tuple[Component, ...]:
+        """Every component of this experiment, in the order they are installed.
 
-        return {
-            "federation": repr(self.federation), "model": plain(self.model), "strategy": plain(self.strategy),
-            "strategy_options": dict(self.strategy_options or {}), "rounds": self.rounds,
-            "local_epochs": self.local_epochs, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
-            "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
-            "evaluate_every": self.evaluate_every,
-            "components": [repr(c) for c in self.components()],
-            "dpsgd": next(({"l2_norm_clip": c.l2_norm_clip, "noise_multiplier": c.noise_multiplier}
-                           for c in self.components() if isinstance(c, DPSGD)), None),
-            "privacy_budget": self.privacy_budget,
-            "policies": {h: dataclasses.asdict(p) for h, p in resolve_policies(self.policies, self.federation).items()},
-        }
+        Privacy, defenses (a basic ``UpdateValidator`` comes first when none is
+        given, so no strategy ever aggregates NaN or misshapen arrays),
+        adversaries, availability, then the attacks among the observers (they
+        watch what every other component leaves visible). Where each acts is
+        its stage (``fedsim.engine.plan``), not this order.
+        """
+        defenses = self.defenses or ()
+        if not any(isinstance(d, UpdateValidator) for d in defenses):
+            defenses = (UpdateValidator(max_norm_ratio=None, max_examples_ratio=None), *defenses)
+        attacks = tuple(o for o in self.observers if isinstance(o, Component))
+        return (*(self.privacy or ()), *defenses, *(self.adversaries or ()), *(self.availability or ()), *attacks)
 
-    def run(self) -> Result:
-        """Train, evaluating the global model on every test split each round."""
-        model_fn = resolve_model(self.model)
+    def build_plan(self) -> Plan:
+        """The run's Plan with every component installed (not yet sealed: ``run`` seals and runs it)."""
         plan = Plan(
             federation=self.federation,
-            model_fn=model_fn,
-            strategy=make_strategy(self.strategy, self.fraction_train, self.strategy_options),
+            model_fn=resolve_model(self.model),
+            base_strategy=make_strategy(self.strategy, self.fraction_train, self.strategy_options),
             rounds=self.rounds,
             local_epochs=self.local_epochs,
             batch_size=self.batch_size,
@@ -167,60 +166,55 @@ class Experiment:
             evaluate_every=self.evaluate_every,
             label=self.label,
             observers=[o for o in self.observers if not isinstance(o, Component)],
-            client_mods=list(self.client_mods),
         )
+        for mod in self.client_mods:
+            plan.add_mod("custom", mod)
         for component in self.components():
             component.install(plan)
-        for observer in self.observers:  # attacks watch what every other component leaves visible
-            if isinstance(observer, Component):
-                observer.install(plan)
         if self.privacy_budget is not None:
-            PrivacyLedger.of(plan).budget = self._budget()
+            plan.privacy_ledger().budget = self._budget()
+        return plan
+
+    def config(self) -> dict:
+        """The resolved settings as plain data: what the audit log, the results folder and the cache record."""
+        plan = self.build_plan()
+        return {
+            "federation": repr(self.federation), "model": _plain_name(self.model),
+            "strategy": strategy_label(self.strategy), "strategy_options": dict(self.strategy_options or {}),
+            "rounds": self.rounds, "local_epochs": self.local_epochs, "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
+            "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
+            "evaluate_every": self.evaluate_every,
+            "components": [c.describe() for c in self.components()],
+            "client_training": dict(plan.train_config()),
+            "privacy_budget": self.privacy_budget,
+            "policies": {h: dataclasses.asdict(p) for h, p in resolve_policies(self.policies, self.federation).items()},
+        }
+
+    def run(self) -> Result:
+        """Train, evaluating the global model on every test split each round."""
+        plan = self.build_plan()
         governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl
         try:
             outcome = engine.run(plan, self.engine)
         except BaseException as error:
             governance.abort(error)
             raise
-        tables = {"participation": participation_table(outcome.events)}
-        tables.update({name: report() for name, report in plan.reports.items()})
+        tables = {"participation": PARTICIPATION.frame(outcome.events), **plan.reports()}
         result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
-                        model_fn, self.config(), tables, audit_path=governance.path)
+                        plan.model_fn, self.config(), tables, audit_path=governance.path)
         governance.finish(result, outcome.events)
         return result
 
-    def components(self) -> tuple[Component, ...]:
-        """Every component of this experiment, in the order they are installed.
 
-        Strategy wrappers nest in install order (the last installed sees the
-        replies first) and adversary/availability mods put themselves
-        outermost in the ClientApp, so the order is: privacy (its DP wrapper
-        is innermost: it clips and noises whatever reaches aggregation, so a
-        defense cannot void its guarantee); defenses (screen and rework the
-        replies before DP; a basic UpdateValidator comes first when none is
-        given, so no strategy ever aggregates NaN or misshapen arrays);
-        adversaries (their mods control what a malicious hospital sends, after
-        client-side privacy); availability (outermost mods: an offline
-        hospital sends nothing at all; participation policies screen after
-        the validator).
-        """
-        adversaries = as_components("adversaries", self.adversaries)
-        defenses = as_components("defenses", self.defenses)
-        availability = as_components("availability", self.availability)
-        if not any(isinstance(d, UpdateValidator) for d in defenses):
-            defenses = (UpdateValidator(max_norm_ratio=None, max_examples_ratio=None), *defenses)
-        return as_components("privacy", self.privacy) + defenses + adversaries + availability
+def _sequence(field: str, value) -> tuple:
+    """A sequence field as a tuple; one item on its own counts as a list of one."""
+    if value is None:
+        return ()
+    if isinstance(value, (list, tuple)):
+        return tuple(value)
+    return (value,)
 
 
-def compare(runs: dict[str, "Experiment | Result"]) -> pd.DataFrame:
-    """Run what is not yet run; one tidy table with a ``run`` column."""
-    if not runs:
-        raise ValueError("runs: give at least one {name: Experiment or Result}")
-    frames = []
-    for name, item in runs.items():
-        if isinstance(item, Experiment):
-            item = item.replace(name=item.name or name).run()
-        if not isinstance(item, Result):
-            raise ValueError(f"runs[{name!r}]: expected an Experiment or Result, got {type(item).__name__}")
-        frames.append(item.metrics.assign(run=name))
-    return pd.concat(frames, ignore_index=True)[["run", "round", "scope", "metric", "value"]]
+def _plain_name(value) -> str:
+    return value if isinstance(value, str) else getattr(value, "__name__", type(value).__name__)

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 import data_synthetic
+from fedsim.plots import plot_federation
 
 SCHEMES = ("iid", "dirichlet", "quantity")
 
@@ -355,8 +356,6 @@ class Federation:
 
     def plot(self):
         """Seaborn panels of hospital heterogeneity; returns the matplotlib Figure."""
-        from fedsim.plots import plot_federation
-
         return plot_federation(self)
 
     def __repr__(self) -> str:

@@ -9,8 +9,12 @@ import pandas as pd
 
 from fedsim._tf import tf
 from fedsim.federation import Federation
+from fedsim.governance.audit import read
 from fedsim.metrics import METRICS
 from fedsim.models import ModelFn
+from fedsim.plots import plot_rounds
+from fedsim.tables import METRICS as METRICS_TABLE
+from fedsim.tables import PARTICIPATION
 
 
 @dataclass(eq=False)
@@ -33,7 +37,7 @@ class Result:
     @property
     def participation(self) -> pd.DataFrame:
         """Hospitals excluded, failed or rejected, per round (round, hospital, event, reason)."""
-        return self.tables.get("participation", participation_table([]))
+        return self.tables.get("participation", PARTICIPATION.frame())
 
     @property
     def privacy(self) -> pd.DataFrame:
@@ -41,16 +45,20 @@ class Result:
         return self.tables.get("privacy", pd.DataFrame())
 
     @property
+    def adversaries(self) -> pd.DataFrame:
+        """The malicious hospitals of the run: adversary, hospital, settings (empty without adversaries)."""
+        return self.tables.get("adversaries", pd.DataFrame(columns=["adversary", "hospital", "settings"]))
+
+    @property
     def attacks(self) -> pd.DataFrame:
-        """The attacks in play: adversaries (attack, hospital, details) and the attacks observing the run
-        (``fedsim.attacks``: attack, hospital, round, metric, value); empty without either."""
-        return self.tables.get("attacks", pd.DataFrame())
+        """What the attacks observing the run achieved (``fedsim.attacks``): attack, hospital, round,
+        metric, value, details; empty without an attack."""
+        return self.tables.get("attacks", pd.DataFrame(columns=["attack", "hospital", "round", "metric", "value",
+                                                                "details"]))
 
     @property
     def audit(self) -> pd.DataFrame:
         """The audit log, one row per entry (seq, time, kind, round, data); empty without a log."""
-        from fedsim.governance.audit import read
-
         if self.audit_path is None or not Path(self.audit_path).exists():
             return pd.DataFrame(columns=["seq", "time", "kind", "round", "data"])
         entries = read(self.audit_path)
@@ -90,20 +98,13 @@ class Result:
 
     def plot(self, metric: str = "auroc"):
         """The global metric by round over each hospital's; returns the Figure."""
-        from fedsim.plots import plot_rounds
-
         return plot_rounds(self.metrics, metric, title=self.name)
 
     def __repr__(self) -> str:
         return f"Result({self.name!r}, final auroc={self.final('auroc'):.3f})"
 
 
-def participation_table(events: list[dict]) -> pd.DataFrame:
-    """Participation events as a table with fixed columns."""
-    return pd.DataFrame(events, columns=["round", "hospital", "event", "reason"])
-
-
 def tidy(rows: list[dict]) -> pd.DataFrame:
-    """Rows as a DataFrame with fixed column order and dtypes."""
-    frame = pd.DataFrame(rows, columns=["round", "scope", "metric", "value"])
+    """Metric rows as a DataFrame with fixed column order and dtypes."""
+    frame = METRICS_TABLE.frame(rows)
     return frame.astype({"round": "int64", "scope": "str", "metric": "str", "value": "float64"})

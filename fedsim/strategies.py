@@ -21,8 +21,24 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "bulyan": flwr_strategy.Bulyan,
 }
 
+# What a named strategy's aggregation rule itself resists (robust aggregators; weak against small, targeted
+# updates such as a backdoor).
+THREATS: dict[str, tuple[str, ...]] = {name: ("poisoning", "backdoor")
+                                       for name in ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")}
+
 # Where Flower's default makes the named strategy a no-op (FedProx with mu=0 is FedAvg).
 DEFAULT_OPTIONS: dict[str, dict] = {"fedprox": {"proximal_mu": 0.1}}
+
+
+def strategy_label(strategy: str | Strategy) -> str:
+    """A strategy's name: the one it was given by, or its class name."""
+    return strategy if isinstance(strategy, str) else type(strategy).__name__
+
+
+def aggregation_facts(strategy: str | Strategy) -> dict:
+    """The aggregation rule in plain data: its name and the threats the rule itself addresses."""
+    name = strategy_label(strategy)
+    return {"name": name, "threats": list(THREATS.get(name.lower(), ()))}
 
 
 def make_strategy(strategy: str | Strategy, fraction_train: float, options: dict | None = None) -> Strategy:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from fedsim._tf import tf
-from fedsim.models import ModelFn
+from fedsim.models import ModelFn, resolve_model
 
 from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
 from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  # noqa: E402, I001
@@ -257,6 +257,4 @@ def trainer_for(model_fn: ModelFn, n_features: int) -> Trainer:
 
 def initial_weights(model, n_features: int, seed: int = 0) -> Weights:
     """Fresh weights of a model (a name from ``fedsim.models`` or a callable), the same for the same seed."""
-    from fedsim.models import resolve_model
-
     return trainer_for(resolve_model(model), n_features).initial_weights(seed)

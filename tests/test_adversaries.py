@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fedsim as fs
-from fedsim._replies import claimed_examples, flat, weights_of
+from fedsim.engine.messages import claimed_examples, flat, weights_of
 
 A = fs.adversaries
 
@@ -49,16 +49,16 @@ def test_model_replacement_backdoor_beats_fedavg_not_norm_bounding(iid_fed):
     assert success["fedavg"] > 0.8
     assert success["normbound"] < 0.2
     assert abs(clean.final("auroc") - bounded.final("auroc")) <= 0.03
-    assert list(fedavg.tables["attacks"].hospital) == ["H003"]
+    assert list(fedavg.adversaries.hospital) == ["H003"]
     assert list(fedavg.tables["backdoor"]["round"]) == list(range(1, 9))
 
 
 def test_adversaries_are_chosen_by_id_or_by_a_seeded_fraction(small_fed):
     by_id = _experiment(small_fed, rounds=1, adversaries=A.FreeRider(hospitals=["H001", "H002"])).run()
-    assert list(by_id.attacks.hospital) == ["H001", "H002"]
-    assert fs.Experiment(federation=small_fed, rounds=1).run().attacks.empty
+    assert list(by_id.adversaries.hospital) == ["H001", "H002"]
+    assert fs.Experiment(federation=small_fed, rounds=1).run().adversaries.empty
     picks = [set(_experiment(small_fed, rounds=1, seed=seed, adversaries=A.FreeRider(hospitals=0.5))
-                 .run().tables["attacks"].hospital) for seed in (0, 0, 1)]
+                 .run().adversaries.hospital) for seed in (0, 0, 1)]
     assert len(picks[0]) == 2 and picks[0] == picks[1]
 
 

@@ -73,5 +73,6 @@ def test_bad_availability_settings_name_the_field(small_fed):
         V.MinParticipation(min_hospitals=0)
     with pytest.raises(ValueError, match="rounds"):
         V.Crash(rounds=[0])
-    with pytest.raises(ValueError, match="availability"):
-        fs.Experiment(federation=small_fed, availability="dropout")
+    with pytest.raises(ValueError, match="^availability: unknown name 'outage'; allowed: crash, dropout"):
+        fs.Experiment(federation=small_fed, availability="outage")
+    assert fs.Experiment(federation=small_fed, availability="dropout").availability == (V.Dropout(),)

@@ -6,7 +6,7 @@ import pytest
 from flwr.app import Array, ArrayRecord
 
 import fedsim as fs
-from fedsim._replies import replace_weights, weights_of
+from fedsim.engine.messages import replace_weights, weights_of
 
 A, D = fs.adversaries, fs.defenses
 
@@ -90,7 +90,7 @@ def test_trust_scores_reject_updates_pointing_away(iid_fed):
     clean = _experiment(iid_fed, rounds=5).run().final("auroc")
     res = _experiment(iid_fed, rounds=5, defenses=D.TrustScore(root_size=200),
                       adversaries=A.SignFlip(hospitals=0.2)).run()
-    attackers = set(res.tables["attacks"].hospital)
+    attackers = set(res.adversaries.hospital)
     rejected = res.participation[res.participation.event == "rejected"]
     assert set(rejected.hospital) == attackers and len(rejected) == 2 * 5
     trust = res.tables["defenses"]
@@ -126,12 +126,12 @@ def test_evaluate_defense_runs_a_wrapper_against_attacks(iid_fed):
                                 federation=iid_fed, seeds=[0], rounds=4, learning_rate=0.1)
     assert list(table.columns) == ["attack", "defense", "seed", "clean_auroc", "attacked_auroc", "auroc_drop",
                                    "backdoor_success", "rejected_updates", "time_s"]
-    assert list(table.attack) == ["SignFlip", "ModelReplacement"]
+    assert list(table.attack) == ["sign flip", "model replacement"]
     assert (table.defense == "ClipToMedian").all()
     rows = table.set_index("attack")
-    assert rows.loc["SignFlip", "rejected_updates"] == 2 * 4
-    assert abs(rows.loc["SignFlip", "auroc_drop"]) < 0.03
-    assert np.isnan(rows.loc["SignFlip", "backdoor_success"]) and rows.loc["ModelReplacement", "backdoor_success"] < 0.2
+    assert rows.loc["sign flip", "rejected_updates"] == 2 * 4
+    assert abs(rows.loc["sign flip", "auroc_drop"]) < 0.03
+    assert np.isnan(rows.loc["sign flip", "backdoor_success"]) and rows.loc["model replacement", "backdoor_success"] < 0.2
     named = fs.evaluate_defense("fedmedian", attacks={"flip": A.SignFlip(hospitals=0.2)}, federation=iid_fed,
                                 seeds=[0], rounds=2, learning_rate=0.1)
     assert isinstance(named, pd.DataFrame) and list(named.attack) == ["flip"] and named.defense[0] == "fedmedian"

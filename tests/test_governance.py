@@ -225,8 +225,9 @@ def test_every_run_writes_a_verified_audit_log_with_what_happened(runs, gov_fed)
     assert {"flwr", "tensorflow", "python"} <= set(start["versions"])
     assert set(start["data_fingerprints"]) == set(gov_fed.hospitals)
     assert all(len(p["sha256"]) == 64 and p["n_train"] > 0 for p in start["data_fingerprints"].values())
-    attack = start["in_play"]["attacks"][0]
+    attack = start["in_play"]["custom"][0]  # a ClientApp mod of the user's, with a threat attribute
     assert attack["threat"] == "poisoning" and attack["hospitals"] == [gov_fed.hospitals[5]]
+    assert [c["name"] for c in start["in_play"]["components"]] == ["dpsgd", "update_validator"]
 
     rounds = round_entries(attacked)
     assert [r["round"] for r in rounds] == [1, 2, 3, 4]
@@ -293,7 +294,7 @@ def test_max_epsilon_without_dp_keeps_the_hospital_out(gov_fed, tmp_path):
 @pytest.mark.parametrize("policies, message", [
     ({"nowhere": Policy()}, "policies: unknown hospital 'nowhere'"),
     ({"default": {"max_eps": 1}}, "policies['default']: unknown keys ['max_eps']"),
-    ({"default": {"max_epsilon": -1}}, "max_epsilon: must be a number > 0"),
+    ({"default": {"max_epsilon": -1}}, "max_epsilon: must be a finite number > 0"),
     ({"default": {"min_records": 2.5}}, "min_records: must be an integer >= 0"),
     ([Policy()], "policies: expected a mapping"),
 ])

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import fedsim as fs
-from fedsim._replies import replace_weights, weights_of
+from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.attacks import invert_gradient, psnr, recover_labels, ssim, true_gradient, update_as_gradient
 from fedsim.attacks.scores import decode, match, record_scores
 from fedsim.models import cnn, mlp

@@ -238,7 +238,7 @@ def test_recipe_of_a_run_with_dp_sgd(fed):
 
 def test_central_shadows_warn_about_what_they_cannot_mimic(fed, overfit):
     config = {"rounds": 1, "local_epochs": 1, "batch_size": 64, "learning_rate": 0.1, "strategy": "fedprox",
-              "components": ["CentralDP(noise_multiplier=1.0)"]}
+              "components": [fs.privacy.CentralDP(noise_multiplier=1.0).describe()]}
     res = Result("fedprox", pd.DataFrame({"round": [1]}), overfit, fed, WIDE, config)
     with pytest.warns(UserWarning, match="experiment="):
         attack_result(res, n_shadows=2, progress=False)
@@ -256,11 +256,11 @@ def test_arguments_are_checked(fed, overfit, run):
         return membership_inference(**kwargs)
 
     cases = [
-        ({"method": "shadow"}, r"method: unknown 'shadow'; allowed: \['lira', 'lira-offline', 'loss'\]"),
+        ({"method": "shadow"}, r"method: must be one of 'lira', 'lira-offline', 'loss', got 'shadow'"),
         ({"n_shadows": 1}, "n_shadows: must be an even integer >= 2"),
         ({"n_shadows": 5}, "n_shadows: must be an even integer >= 2"),
         ({"recipe": None}, "recipe: LiRA needs the target's TrainingRecipe"),
-        ({"model_fn": "mlp"}, "model_fn: expected a callable"),
+        ({"model_fn": "mlp"}, "model_fn: must be a callable"),
         ({"weights": overfit[:-1]}, "weights: expected a list of 6 arrays"),
         ({"start_weights": [w.T for w in overfit]}, "start_weights: array 0 has shape"),
         ({"members": fed.x_train}, r"members: expected a pair \(x, y\)"),
@@ -276,7 +276,7 @@ def test_arguments_are_checked(fed, overfit, run):
             attack(**changes)
     for changes, message in [
         ({"epochs": 0}, "epochs: must be an integer >= 1"),
-        ({"learning_rate": 0}, "learning_rate: must be a number > 0"),
+        ({"learning_rate": 0}, "learning_rate: must be a finite number > 0"),
         ({"dp": (1.0,)}, r"dp: must be None or \(l2_norm_clip > 0, noise_multiplier >= 0\)"),
         ({"dp": (0.0, 1.0)}, "dp: must be None"),
         ({"max_steps": 0}, "max_steps: must be an integer >= 1"),

@@ -142,8 +142,10 @@ def test_bad_budgets_raise(small_fed):
         fs.Experiment(federation=small_fed, privacy_budget=1.0)
     with pytest.raises(ValueError, match="^privacy_budget: unknown hospital"):
         fs.Experiment(federation=small_fed, privacy=DPSGD(), privacy_budget={"Mars": 1.0})
-    with pytest.raises(ValueError, match="^privacy:"):
-        fs.Experiment(federation=small_fed, privacy="dpsgd")
+    with pytest.raises(ValueError, match="^privacy: unknown name 'dp'"):
+        fs.Experiment(federation=small_fed, privacy="dp")
+    with pytest.raises(ValueError, match="^privacy: SignFlip is an adversary component, not a privacy"):
+        fs.Experiment(federation=small_fed, privacy=fs.adversaries.SignFlip())
 
 
 def test_pld_accountant_is_available(small_fed):

@@ -6,7 +6,7 @@ from flwr.common.secure_aggregation.quantization import quantize
 
 import fedsim as fs
 from fedsim.components import Component
-from fedsim.privacy.secagg import STAGES, SecAgg, masked_updates, protocol_stage
+from fedsim.privacy.secagg import STAGES, SecAgg, masked_updates
 
 ROUNDS = 2
 
@@ -50,7 +50,7 @@ def test_observers_see_only_masked_replies_and_the_sum_matches_fedavg(fed):
     secure = run(fed, SecAgg(), observers=[secagg_recorder])
 
     # Four round trips per round, every hospital in each.
-    stages = [(e.server_round, protocol_stage(e)) for e in secagg_recorder.exchanges]
+    stages = [(e.server_round, e.secagg_stage) for e in secagg_recorder.exchanges]
     assert stages == [(r, s) for r in range(1, ROUNDS + 1) for s in STAGES]
     assert all(set(e.replies) == set(fed.hospitals) for e in secagg_recorder.exchanges)
     # No reply carries a model array in the clear.
@@ -89,7 +89,7 @@ def test_ray_engine_runs_the_same_protocol(fed):
     recorder = Recorder()
     inprocess = run(fed, SecAgg())
     ray = run(fed, SecAgg(), engine="ray", observers=[recorder])
-    assert [(e.server_round, protocol_stage(e)) for e in recorder.exchanges] == [
+    assert [(e.server_round, e.secagg_stage) for e in recorder.exchanges] == [
         (r, s) for r in range(1, ROUNDS + 1) for s in STAGES]
     assert all(e.failures() == {} and set(e.replies) == set(fed.hospitals) for e in recorder.exchanges)
     # Stochastic rounding happens in Ray's worker processes (not seeded by the run): equal up to quantization.
@@ -115,13 +115,13 @@ def offline_after_sharing_keys(*partitions):
 
 
 class OutermostMod(Component):
-    """A component installed after SecAgg that puts its mod first, as availability components do."""
+    """A component installed after SecAgg whose mod sits at the outermost stage below the protocol."""
 
     def __init__(self, mod):
         self.mod = mod
 
     def install(self, plan):
-        plan.client_mods.insert(0, self.mod)
+        plan.add_mod("availability", self.mod)
 
 
 def test_a_hospital_dropping_out_mid_protocol_is_unmasked_from_its_neighbours_shares(fed):
@@ -137,7 +137,7 @@ def test_a_hospital_dropping_out_mid_protocol_is_unmasked_from_its_neighbours_sh
     assert list(events["round"]) == list(range(1, ROUNDS + 1))
     assert events["reason"].str.contains("offline mid-protocol").all()
     # It took part in the first two stages, then vanished.
-    by_stage = {(e.server_round, protocol_stage(e)): e for e in recorder.exchanges}
+    by_stage = {(e.server_round, e.secagg_stage): e for e in recorder.exchanges}
     assert "H002" in by_stage[(1, "share_keys")].updates()
     assert "H002" in by_stage[(1, "collect_masked_vectors")].failures()
     assert "H002" not in by_stage[(1, "unmask")].sent
@@ -209,6 +209,7 @@ def test_bad_arguments_raise_naming_the_field(kwargs, field):
     ({"privacy": SecAgg(num_shares=7), "engine": "ray"}, "num_shares"),  # checked before Ray starts
 ])
 def test_settings_secagg_cannot_run_raise_naming_the_field(fed, changes, field):
-    exp = fs.Experiment(federation=fed, model="logreg", rounds=1, privacy=SecAgg()).replace(**changes)
+    """Checked when the Experiment is made, before anything runs."""
+    exp = fs.Experiment(federation=fed, model="logreg", rounds=1, privacy=SecAgg())
     with pytest.raises(ValueError, match=f"^{field}:"):
-        exp.run()
+        exp.replace(**changes)

@@ -5,7 +5,7 @@ import pytest
 
 import fedsim as fs
 from fedsim.privacy import DPSGD, CentralDP
-from fedsim.sweeps import describe
+from fedsim.studies import describe
 
 
 def test_sweep_is_tidy_cached_and_plots(small_fed, tmp_path, monkeypatch):

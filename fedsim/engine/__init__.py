@@ -8,11 +8,14 @@ from flwr.app import Message, MessageType, RecordDict
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim._flower import flower_log_level
-from fedsim.engine.apps import Outcome, Plan, make_client_app, serve
+from fedsim.engine.apps import Outcome, make_client_app, serve
 from fedsim.engine.grid import InProcessGrid
-from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver
-from fedsim.engine.secagg import SecAggSettings, check_plan, serve_secagg
+from fedsim.engine.ledger import PrivacyLedger
+from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver, RunState
+from fedsim.engine.plan import STAGES, Plan, SecAggSettings
+from fedsim.engine.secagg import check_plan, serve_secagg
 from fedsim.engine.secagg import client_mods as secagg_mods
+from fedsim.engine.wrapper import StrategyWrapper
 
 ENGINES = ("inprocess", "ray")
 
@@ -20,7 +23,7 @@ ENGINES = ("inprocess", "ray")
 def _client_app_and_loop(plan: Plan):
     """The ClientApp and the server loop a plan runs with (SecAgg+ speaks Flower's legacy fit messages)."""
     secagg = plan.secagg is not None
-    mods = secagg_mods(plan) if secagg else plan.client_mods
+    mods = secagg_mods(plan) if secagg else plan.client_mods()
     app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data)
     return app, (serve_secagg if secagg else serve)
 
@@ -52,8 +55,6 @@ def run_ray(plan: Plan) -> Outcome:
     from flwr.simulation import run_simulation
 
     app, loop = _client_app_and_loop(plan)
-    if plan.secagg is not None:
-        check_plan(plan)  # here, not in the ServerApp, where Flower would swallow the error
     outcome: list[Outcome] = []
     server = ServerApp()
 
@@ -77,10 +78,20 @@ def run_ray(plan: Plan) -> Outcome:
     return outcome[0]
 
 
+def check(plan: Plan, engine: str) -> None:
+    """Refuse, before anything runs, a sealed plan the engine cannot run as specified."""
+    if engine not in ENGINES:
+        raise ValueError(f"engine: unknown {engine!r}; allowed: {list(ENGINES)}")
+    if plan.secagg is not None:
+        check_plan(plan)
+
+
 def run(plan: Plan, engine: str) -> Outcome:
-    """Run ``plan`` on the named engine."""
+    """Run ``plan`` on the named engine (sealing it first: its strategy and mods are composed by stage)."""
+    plan.seal()
+    check(plan, engine)  # here, not in a ServerApp, where Flower would swallow the error
     return {"inprocess": run_inprocess, "ray": run_ray}[engine](plan)
 
 
-__all__ = ["ENGINES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",
-           "ReplyScreen", "RoundObserver", "SecAggSettings", "run"]
+__all__ = ["ENGINES", "STAGES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",
+           "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings", "StrategyWrapper", "run"]

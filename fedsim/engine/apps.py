@@ -2,77 +2,22 @@
 
 import random
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
 from flwr.serverapp import Grid
-from flwr.serverapp.strategy import Strategy
 from tqdm.auto import tqdm
 
-from fedsim.engine.observers import Eligibility, ObservingGrid, ReplyScreen, RoundObserver, TooFewEligible
+from fedsim.engine.observers import ObservingGrid, TooFewEligible
+from fedsim.engine.plan import Plan
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.training import trainer_for
-
-if TYPE_CHECKING:
-    from fedsim.engine.secagg import SecAggSettings
-
-
-@dataclass(eq=False)
-class Plan:
-    """Everything an engine needs to run one federated experiment.
-
-    Components (privacy techniques, adversaries, defenses) extend a Plan
-    before it runs: they wrap ``strategy``, append ClientApp mods, observers,
-    reply screens and eligibility checks, add training settings sent to every
-    hospital, and register reports: functions that return a tidy table for
-    the Result once the run is over.
-
-    ``secagg`` (set by ``fedsim.privacy.SecAgg``) switches the run onto
-    Flower's SecAgg+ workflow (``fedsim.engine.secagg``): the server then sees
-    only masked replies and their unmasked sum; ``strategy`` must be FedAvg.
-
-    ``local_data`` changes what a hospital trains on (data poisoning): each
-    function maps ``(hospital index, x, y)`` to the ``(x, y)`` that hospital
-    trains on, applied in order before local training; it returns its inputs
-    unchanged for hospitals it does not concern and never modifies them in place.
-    """
-
-    federation: Federation
-    model_fn: ModelFn
-    strategy: Strategy
-    rounds: int
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    local_steps: int | None
-    seed: int
-    evaluate_every: int = 1
-    label: str = "fedsim"
-    observers: list[RoundObserver] = field(default_factory=list)
-    client_mods: list[Callable] = field(default_factory=list)
-    screens: list[ReplyScreen] = field(default_factory=list)
-    eligibility: list[Eligibility] = field(default_factory=list)
-    train_settings: dict = field(default_factory=dict)
-    reports: dict[str, Callable[[], pd.DataFrame]] = field(default_factory=dict)
-    local_data: list[Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = field(
-        default_factory=list)
-    secagg: "SecAggSettings | None" = None
-
-    def train_config(self) -> ConfigRecord:
-        """The training settings every hospital receives each round."""
-        config = {"lr": self.learning_rate, "local-epochs": self.local_epochs,
-                  "batch-size": self.batch_size, "seed": self.seed, **self.train_settings}
-        if self.local_steps is not None:
-            config["local-steps"] = self.local_steps
-        return ConfigRecord(config)
 
 
 @dataclass(frozen=True)
@@ -193,11 +138,11 @@ def run_rounds(
     try:
         start(observing, evaluation)
     except TooFewEligible as stop:
-        observing.events.append({"round": observing.completed_rounds + 1, "hospital": "*",
-                                 "event": "stopped", "reason": str(stop)})
+        state = observing.state
+        observing.events.append({"round": state.upcoming, "hospital": "*", "event": "stopped", "reason": str(stop)})
         rows = evaluation.rows
-        if not rows or rows[-1]["round"] != observing.completed_rounds:
-            evaluation(observing.completed_rounds, evaluation.latest)
+        if not rows or rows[-1]["round"] != state.completed_rounds:
+            evaluation(state.completed_rounds, evaluation.latest)
     finally:
         evaluation.progress.close()
     return Outcome(weights=evaluation.latest, rows=evaluation.rows, events=observing.events)
@@ -205,10 +150,11 @@ def run_rounds(
 
 def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
     """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
-    strategy = plan.strategy
+    strategy, base = plan.strategy, plan.base_strategy
     observing = ObservingGrid(
         grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
-        min_nodes=max(getattr(strategy, "min_available_nodes", 1), getattr(strategy, "min_train_nodes", 1)),
+        min_nodes=max(getattr(base, "min_available_nodes", 1), getattr(base, "min_train_nodes", 1)),
+        state=plan.state,
     )
 
     def start(observing: ObservingGrid, evaluation: GlobalEvaluation) -> None:

@@ -8,18 +8,34 @@ hooks work with every strategy, unmodified, and with both engines:
 - screens reject replies before aggregation (an update validator);
 - observers see every exchange after screening (audit log, ledger, attacks).
 
-Every exclusion, failure and rejection is kept as a row of ``events``.
+Every exclusion, failure and rejection is kept as a row of ``events``, and
+the grid advances the run's one round counter (``RunState``) that every
+component reads.
 """
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 # A check returns why a hospital may not take part in the next round, or None.
 Eligibility = Callable[[str], str | None]
+
+
+@dataclass
+class RunState:
+    """Where a run is: the one round counter every component of the run reads."""
+
+    completed_rounds: int = 0
+
+    @property
+    def upcoming(self) -> int:
+        """The training round about to start (or running)."""
+        return self.completed_rounds + 1
 
 
 @dataclass(frozen=True)
@@ -39,6 +55,15 @@ class Exchange:
     def failures(self) -> dict[str, str]:
         """Hospitals whose ClientApp failed, with the reason."""
         return {h: m.error.reason for h, m in self.replies.items() if m.has_error()}
+
+    @property
+    def secagg_stage(self) -> str | None:
+        """Which SecAgg+ stage this exchange belongs to (setup, share_keys, ...), or None outside SecAgg+."""
+        for message in self.sent.values():
+            config = message.content.config_records.get(RECORD_KEY_CONFIGS)
+            if config is not None and SecAggKey.STAGE in config:
+                return str(config[SecAggKey.STAGE])
+        return None
 
 
 class RoundObserver:
@@ -71,6 +96,7 @@ class ObservingGrid(Grid):
         screens: Sequence[ReplyScreen] = (),
         eligibility: Sequence[Eligibility] = (),
         min_nodes: int = 1,
+        state: RunState | None = None,
     ):
         self.grid = grid
         self.hospital_of = hospital_of
@@ -78,7 +104,7 @@ class ObservingGrid(Grid):
         self.screens = list(screens)
         self.eligibility = list(eligibility)
         self.min_nodes = min_nodes
-        self.completed_rounds = 0
+        self.state = state if state is not None else RunState()
         self.events: list[dict] = []
         self._seen: set[tuple] = set()
 
@@ -103,7 +129,7 @@ class ObservingGrid(Grid):
         node_ids = list(self.grid.get_node_ids())
         if not self.eligibility:
             return node_ids
-        upcoming = self.completed_rounds + 1
+        upcoming = self.state.upcoming
         eligible = []
         for node_id in node_ids:
             hospital = self.hospital_of(node_id)
@@ -144,5 +170,5 @@ class ObservingGrid(Grid):
         for observer in self.observers:
             observer.on_exchange(exchange)
         if exchange.message_type == "train":
-            self.completed_rounds = max(self.completed_rounds, exchange.server_round)
+            self.state.completed_rounds = max(self.state.completed_rounds, exchange.server_round)
         return [r for r in replies if self.hospital_of(r.metadata.src_node_id) not in exchange.rejected]

@@ -15,10 +15,8 @@ run's seed does not reach, so repeated runs agree up to quantization error.
 """
 
 import logging
-import math
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 from flwr.app import Context, RecordDict
@@ -36,70 +34,13 @@ from flwr.serverapp import Grid
 from flwr.serverapp.strategy import DifferentialPrivacyClientSideFixedClipping, FedAvg
 from flwr.supercore.run import RunNotRunningException
 
-from fedsim.engine.apps import GlobalEvaluation, Outcome, Plan, run_rounds
+from fedsim.engine.apps import GlobalEvaluation, Outcome, run_rounds
 from fedsim.engine.observers import ObservingGrid
-
-
-def _is_number(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-
-
-@dataclass(frozen=True)
-class SecAggSettings:
-    """The settings of Flower's SecAgg+ protocol (``SecAggPlusWorkflow``), checked.
-
-    ``num_shares``: into how many shares each hospital splits its secrets (its
-    neighbours in the protocol, itself included): an integer >= 3, or a
-    fraction in (0, 1] of the hospitals sampled that round.
-    ``reconstruction_threshold``: how many of those shares rebuild a secret:
-    an integer >= 2 and below an integer ``num_shares``, or a fraction in (0, 1]
-    of the shares. Lower tolerates more dropouts; higher needs more colluders.
-    ``clipping_range``: every weight (times its hospital's weight factor) is
-    clipped to [-clipping_range, clipping_range] before quantization.
-    ``quantization_range``: the integer levels of that range (the step is
-    2 * clipping_range / quantization_range).
-    ``modulus_range``: masks and sums live modulo this power of two (<= 2**32).
-    ``max_weight``: the largest example count a hospital may weigh with; None:
-    the largest hospital's training rows.
-    ``timeout``: seconds the workflow waits for replies (only Flower's own
-    runtimes wait; in-process delivery is synchronous).
-    """
-
-    num_shares: int | float = 3
-    reconstruction_threshold: int | float = 2
-    clipping_range: float = 8.0
-    quantization_range: int = 2**22
-    modulus_range: int = 2**32
-    max_weight: float | None = None
-    timeout: float | None = None
-
-    def __post_init__(self):
-        shares, threshold = self.num_shares, self.reconstruction_threshold
-        if not _is_number(shares) or (isinstance(shares, int) and shares < 3) or (
-                isinstance(shares, float) and not 0 < shares <= 1):
-            raise ValueError(f"num_shares: must be an integer >= 3 or a fraction in (0, 1], got {shares!r}")
-        if not _is_number(threshold) or (isinstance(threshold, int) and threshold < 2) or (
-                isinstance(threshold, float) and not 0 < threshold <= 1):
-            raise ValueError(f"reconstruction_threshold: must be an integer >= 2 or a fraction in (0, 1], "
-                             f"got {threshold!r}")
-        if isinstance(shares, int) and isinstance(threshold, int) and threshold >= shares:
-            raise ValueError(f"reconstruction_threshold: must be below num_shares ({shares}), got {threshold}")
-        if not _is_number(self.clipping_range) or not self.clipping_range > 0:
-            raise ValueError(f"clipping_range: must be a number > 0, got {self.clipping_range!r}")
-        q, m = self.quantization_range, self.modulus_range
-        if isinstance(q, bool) or not isinstance(q, int) or q < 2:
-            raise ValueError(f"quantization_range: must be an integer >= 2, got {q!r}")
-        if isinstance(m, bool) or not isinstance(m, int) or m <= q or m > 2**32 or m & (m - 1):
-            raise ValueError(f"modulus_range: must be a power of two above quantization_range ({q}) "
-                             f"and at most 2**32, got {m!r}")
-        if self.max_weight is not None and not (_is_number(self.max_weight) and self.max_weight > 0):
-            raise ValueError(f"max_weight: must be a number > 0 or None, got {self.max_weight!r}")
-        if self.timeout is not None and not (_is_number(self.timeout) and self.timeout > 0):
-            raise ValueError(f"timeout: must be a number of seconds > 0 or None, got {self.timeout!r}")
+from fedsim.engine.plan import Plan
 
 
 def client_mods(plan: Plan) -> list[Callable]:
-    """The ClientApp mods of a SecAgg+ run: ``secaggplus_mod`` outermost, whatever the install order.
+    """The ClientApp mods of a SecAgg+ run: ``secaggplus_mod`` (the ``protocol`` stage) outermost.
 
     Every other mod (clipping, local noise, an adversary, a simulated dropout)
     then runs inside the protocol: only in its collect-masked-vectors stage,
@@ -108,7 +49,10 @@ def client_mods(plan: Plan) -> list[Callable]:
     """
     # Hospitals clip for client-side central DP inside the protocol, in the legacy format it speaks.
     swap = {fixedclipping_mod: legacy_fixedclipping_mod}
-    return [secaggplus_mod, *(swap.get(mod, mod) for mod in plan.client_mods if mod is not secaggplus_mod)]
+    mods = [swap.get(mod, mod) for mod in plan.client_mods()]
+    if mods[:1] != [secaggplus_mod]:
+        raise ValueError("privacy: a SecAgg+ run needs secaggplus_mod as its outermost mod (fedsim.privacy.SecAgg)")
+    return mods
 
 
 class _LoggedAsEvents(logging.Filter):
@@ -156,8 +100,11 @@ def check_plan(plan: Plan) -> tuple[float, int, int]:
     if _client_side_dp(plan) is not None:  # distributed DP: hospitals clip, the server noises the sum
         strategy = strategy.strategy
     if type(strategy) is not FedAvg:
-        raise ValueError(f"privacy: SecAgg aggregates a weighted average (FedAvg); strategy "
-                         f"{type(strategy).__name__} is not supported with it")
+        what = (f"strategy {type(plan.base_strategy).__name__}" if strategy is plan.base_strategy else
+                f"{type(strategy).__name__} (a server-side wrapper: it would need the individual updates the "
+                f"server never sees)")
+        raise ValueError(f"privacy: SecAgg aggregates a weighted average (FedAvg) of masked updates; {what} "
+                         f"is not supported with it")
     fraction = float(strategy.fraction_train)
     min_fit = max(2, int(strategy.min_train_nodes))
     min_available = max(min_fit, int(strategy.min_available_nodes))
@@ -181,7 +128,7 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> O
     fed = plan.federation
     max_weight = settings.max_weight or float(np.diff(fed.train_offsets).max())
     observing = _LegacyObservingGrid(grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
-                                     min_nodes=min_available)
+                                     min_nodes=min_available, state=plan.state)
     secagg = SecAggPlusWorkflow(
         settings.num_shares, settings.reconstruction_threshold, max_weight=max_weight,
         clipping_range=float(settings.clipping_range), quantization_range=settings.quantization_range,

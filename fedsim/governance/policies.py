@@ -27,31 +27,25 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from fedsim.components import Component
-from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.engine import Plan
 from fedsim.federation import Federation
+from fedsim.tables import Schema
+from fedsim.validation import Boolean, Integer, NoneValue, Positive, check_fields, param
 
-COLUMNS = ["round", "hospital", "policy", "action", "detail"]
+POLICY = Schema("policy", ("round", "hospital", "policy", "action", "detail"))
 
 
 @dataclass(frozen=True)
 class Policy:
     """One institution's conditions for taking part (see the module docstring)."""
 
-    max_epsilon: float | None = None
-    min_records: int = 0
-    evaluate: bool = True
-    share_metrics: bool = True
+    max_epsilon: float | None = param(None, Positive(), NoneValue())
+    min_records: int = param(0, Integer(min=0))
+    evaluate: bool = param(True, Boolean())
+    share_metrics: bool = param(True, Boolean())
 
     def __post_init__(self):
-        cap = self.max_epsilon
-        if cap is not None and (isinstance(cap, bool) or not isinstance(cap, (int, float)) or not cap > 0):
-            raise ValueError(f"max_epsilon: must be a number > 0 or None, got {cap!r}")
-        if isinstance(self.min_records, bool) or not isinstance(self.min_records, int) or self.min_records < 0:
-            raise ValueError(f"min_records: must be an integer >= 0, got {self.min_records!r}")
-        for name in ("evaluate", "share_metrics"):
-            if not isinstance(getattr(self, name), bool):
-                raise ValueError(f"{name}: must be true or false, got {getattr(self, name)!r}")
+        check_fields(self)
 
 
 def resolve_policies(policies, federation: Federation) -> dict[str, Policy]:
@@ -91,7 +85,7 @@ def without_test_rows(fed: Federation, hospitals: set[str]) -> Federation:
                                test_offsets=np.concatenate([[0], np.cumsum(sizes)]))
 
 
-class PolicyEnforcer(RoundObserver):
+class PolicyEnforcer:
     """The per-run state of ``Policies``: eligibility, evaluation split, releases, enforcement log."""
 
     def __init__(self, policies: dict[str, Policy], plan: Plan):
@@ -101,7 +95,6 @@ class PolicyEnforcer(RoundObserver):
         self.records = {h: int(np.diff(fed.train_offsets)[i] + np.diff(fed.test_offsets)[i])
                         for i, h in enumerate(fed.hospitals)}
         self.enforcements: list[dict] = []
-        self.completed_rounds = 0
         self._seen: set[tuple] = set()
         self._drained = 0
 
@@ -112,17 +105,12 @@ class PolicyEnforcer(RoundObserver):
             self.enforcements.append({"round": server_round, "hospital": hospital, "policy": policy,
                                       "action": action, "detail": detail})
 
-    def _ledger(self):
-        from fedsim.privacy import PrivacyLedger
-
-        return next((o for o in self.plan.observers if isinstance(o, PrivacyLedger)), None)
-
     def eligible(self, hospital: str) -> str | None:
         policy = self.policies.get(hospital)
         if policy is None or policy.max_epsilon is None:
             return None
-        upcoming = self.completed_rounds + 1
-        ledger = self._ledger()
+        upcoming = self.plan.state.upcoming
+        ledger = self.plan.ledger
         if ledger is None or not ledger.charges:
             reason = f"policy: max_epsilon {policy.max_epsilon:g}, but the run has no DP (epsilon unbounded)"
         else:
@@ -137,10 +125,6 @@ class PolicyEnforcer(RoundObserver):
             self._enforce(upcoming, hospital, "max_epsilon", "excluded from round", reason)
         return reason
 
-    def on_exchange(self, exchange: Exchange) -> None:
-        if exchange.message_type == "train":
-            self.completed_rounds = max(self.completed_rounds, exchange.server_round)
-
     def install(self) -> None:
         plan = self.plan
         no_eval = {h for h, p in self.policies.items() if not p.evaluate}
@@ -154,8 +138,7 @@ class PolicyEnforcer(RoundObserver):
             plan.federation = without_test_rows(fed, no_eval)
         if any(p.max_epsilon is not None for p in self.policies.values()):
             plan.eligibility.append(self.eligible)
-        plan.observers.append(self)
-        plan.reports["policy"] = self.table
+        plan.add_report(POLICY, self.table, name="Policies")
 
     def suppressed(self) -> dict[str, str]:
         """Hospitals whose metrics may not be released, with the policy that says so."""
@@ -175,7 +158,7 @@ class PolicyEnforcer(RoundObserver):
         for hospital, reason in suppressed.items():
             rows = int((metrics.scope == hospital).sum())
             policy = "evaluate" if "evaluate" in reason else "share_metrics" if "share" in reason else "min_records"
-            self._enforce(self.completed_rounds, hospital, policy, "metrics suppressed",
+            self._enforce(self.plan.state.completed_rounds, hospital, policy, "metrics suppressed",
                           f"{reason}; {rows} metric rows withheld")
         return metrics[~metrics.scope.isin(suppressed)].reset_index(drop=True)
 
@@ -186,10 +169,10 @@ class PolicyEnforcer(RoundObserver):
         return new
 
     def table(self) -> pd.DataFrame:
-        return pd.DataFrame(self.enforcements, columns=COLUMNS)
+        return POLICY.frame(self.enforcements)
 
 
-class Policies(Component):
+class Policies:
     """Every hospital's ``Policy``, installed into a run (``Experiment(policies=...)`` does this)."""
 
     def __init__(self, policies: dict, federation: Federation):

@@ -6,8 +6,9 @@ results folder and writes:
 
 - ``start``: the resolved config and its hash, software versions, a fingerprint
   of each hospital's data (SHA-256 of its preprocessed rows, never the rows),
-  policies, privacy techniques with clipping and noise, the aggregation rule,
-  the attacks and defenses in play;
+  policies, the aggregation rule, and every component in play as it
+  describes itself (family, registry name, settings, threats; unit and trust
+  model for privacy techniques), plus any piece of the user's own;
 - ``round`` (one per training round, before aggregation): sampled,
   responding, dropped (failed), rejected and excluded hospitals with
   reasons, each update's L2 norm, clipping/noise in force, each charged
@@ -35,11 +36,12 @@ import numpy as np
 import pandas as pd
 
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
+from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from fedsim.engine import Exchange, Plan, RoundObserver
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
-from fedsim.privacy.secagg import protocol_stage
+from fedsim.strategies import aggregation_facts
 
 PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
             "cryptography")
@@ -108,48 +110,27 @@ def name_of(thing) -> str:
     return getattr(thing, "__name__", None) or type(thing).__name__
 
 
-THREATS_OF = {"LabelFlip": "poisoning", "SignFlip": "poisoning", "GaussianNoise": "poisoning",
-              "ALIE": "poisoning", "IPM": "poisoning", "InflatedClaim": "poisoning",
-              "ModelReplacement": "backdoor", "FreeRider": "free-riding",
-              "Dropout": "dropout", "Crash": "dropout", "Stragglers": "stragglers"}
+def in_play(experiment, plan: Plan) -> dict[str, list[dict]]:
+    """Every component of the run as it describes itself, and the user's own pieces.
 
-
-def threats_in_play(experiment, plan: Plan) -> dict[str, list[dict]]:
-    """Attacks, defenses, privacy and availability techniques in play, by where they come from.
-
-    Components come from the experiment (``fedsim.adversaries`` -> attacks,
-    ``fedsim.defenses`` -> defenses, ...). A ClientApp mod, reply screen or
-    observer given by the user counts as an attack when it has a ``threat``
-    attribute (e.g. ``"poisoning"``) and, optionally, ``hospitals``.
+    ``components``: ``Component.describe()`` of each (family, name, title,
+    threats, settings; unit, trust model and epsilon for privacy). ``custom``:
+    ClientApp mods and observers given by the user; one counts as an attack
+    when it has a ``threat`` attribute (e.g. ``"poisoning"``) and, optionally,
+    ``hospitals``.
     """
-    found = {"attacks": [], "defenses": [], "privacy": [], "availability": [], "other": []}
-    pieces = list(experiment.components())
-    pieces += [p for p in (*plan.client_mods, *plan.screens, *plan.observers)
-               if getattr(p, "threat", None) is not None
-               or not (getattr(p, "__module__", None) or type(p).__module__).startswith(("fedsim.", "flwr."))]
-    for piece in pieces:
-        module = getattr(piece, "__module__", None) or type(piece).__module__
+    custom = []
+    for piece in (*experiment.client_mods, *(o for o in plan.observers if o in experiment.observers)):
         row = {"name": name_of(piece), "description": repr(piece)[:300]}
-        threat = getattr(piece, "threat", None) or THREATS_OF.get(type(piece).__name__)
-        if threat is not None:
-            row["threat"] = str(threat)
+        if getattr(piece, "threat", None) is not None:
+            row["threat"] = str(piece.threat)
         hospitals = getattr(piece, "hospitals", None)
         if isinstance(hospitals, str):
             hospitals = [hospitals]
         if isinstance(hospitals, (list, tuple)):
             row["hospitals"] = [str(h) for h in hospitals]
-        if module.startswith(("fedsim.adversaries", "fedsim.attacks")) or (
-                getattr(piece, "threat", None) is not None):
-            found["attacks"].append(row)
-        elif module.startswith("fedsim.defenses") or piece in plan.screens:
-            found["defenses"].append(row)
-        elif module.startswith("fedsim.privacy") or module.startswith("flwr.client"):
-            found["privacy"].append(row)
-        elif module.startswith("fedsim.availability"):
-            found["availability"].append(row)
-        elif not module.startswith("fedsim.governance"):
-            found["other"].append(row)
-    return found
+        custom.append(row)
+    return {"components": [c.describe() for c in experiment.components()], "custom": custom}
 
 
 def _weights(content) -> list[np.ndarray] | None:
@@ -192,8 +173,6 @@ def aggregation_decisions(strategy, exchange: Exchange) -> dict:
     if not hospitals:
         return {"rule": name}
     if name in ("Krum", "MultiKrum") and len(hospitals) > 1:
-        from flwr.serverapp.strategy.multikrum import select_multikrum
-
         contents = [updates[h] for h in hospitals]
         try:
             chosen = select_multikrum(contents, num_malicious_nodes=inner.num_malicious_nodes,
@@ -229,14 +208,13 @@ class AuditTrail(RoundObserver):
         self.plan = plan
         self.enforcer = enforcer
         self.excluded: dict[int, dict[str, str]] = {}
-        self.completed_rounds = 0
 
     def witness(self, check):
         """Wrap an eligibility check so that each exclusion it makes is kept for the round entry."""
         def witnessed(hospital: str):
             reason = check(hospital)
             if reason:
-                self.excluded.setdefault(self.completed_rounds + 1, {}).setdefault(hospital, reason)
+                self.excluded.setdefault(self.plan.state.upcoming, {}).setdefault(hospital, reason)
             return reason
 
         witnessed.__name__ = name_of(check)
@@ -257,9 +235,7 @@ class AuditTrail(RoundObserver):
         (dp-accounting: ~0.1 s RDP, ~1 s PLD); the steps logged here fix
         their epsilon, and the result entry holds the final epsilons.
         """
-        from fedsim.privacy import PrivacyLedger
-
-        ledger = next((o for o in self.plan.observers if isinstance(o, PrivacyLedger)), None)
+        ledger = self.plan.ledger
         if ledger is None or not ledger.charges:
             return {}
         policies = self.enforcer.policies if self.enforcer is not None else {}
@@ -277,7 +253,7 @@ class AuditTrail(RoundObserver):
 
     def on_exchange(self, exchange: Exchange) -> None:
         self.write_policies()
-        stage = protocol_stage(exchange)
+        stage = exchange.secagg_stage
         if exchange.message_type != "train" or stage not in (None, Stage.COLLECT_MASKED_VECTORS):
             self.writer.append("exchange", {"round": exchange.server_round, "type": exchange.message_type,
                                             "secagg_stage": stage, "sent": sorted(exchange.sent),
@@ -302,7 +278,6 @@ class AuditTrail(RoundObserver):
             "privacy_spent": self._privacy(responding),
             "aggregation": aggregation_decisions(self.plan.strategy, exchange),
         })
-        self.completed_rounds = max(self.completed_rounds, exchange.server_round)
 
 
 class Governance:
@@ -321,6 +296,7 @@ class Governance:
         self.trail = AuditTrail(self.writer, plan, self.enforcer)
         plan.eligibility[:] = [self.trail.witness(check) for check in plan.eligibility]
         plan.observers.append(self.trail)
+        plan.seal()
         config = plain(experiment.config())
         self.writer.append("start", {
             "label": plan.label,
@@ -330,8 +306,9 @@ class Governance:
             "data_fingerprints": fingerprints(experiment.federation),
             "policies": policy_table(resolved.policies) if resolved else [],
             "strategy": strategy_settings(plan.strategy),
+            "aggregation": aggregation_facts(experiment.strategy),
             "client_training": {k: v for k, v in plan.train_config().items()},
-            "in_play": threats_in_play(experiment, plan),
+            "in_play": in_play(experiment, plan),
             "signed": type(key).__name__ if key is not None else None,
         })
         self.trail.write_policies()
@@ -362,14 +339,14 @@ class Governance:
                       "features": list(getattr(result.federation.preprocessor, "features", [])),
                       "target": result.federation.target, "weights_sha256": digest_w},
         })
-        self.writer.append("end", {"status": "completed", "rounds": self.trail.completed_rounds})
+        self.writer.append("end", {"status": "completed", "rounds": self.plan.state.completed_rounds})
 
     def abort(self, error: BaseException) -> None:
         """The run raised: log what and close the log (the chain stays valid)."""
         try:
             self.trail.write_policies()
             self.writer.append("aborted", {"error": f"{type(error).__name__}: {error}"[:2000],
-                                           "rounds": self.trail.completed_rounds})
-            self.writer.append("end", {"status": "aborted", "rounds": self.trail.completed_rounds})
+                                           "rounds": self.plan.state.completed_rounds})
+            self.writer.append("end", {"status": "aborted", "rounds": self.plan.state.completed_rounds})
         except OSError:
             pass

@@ -1,8 +1,18 @@
-"""Privacy techniques for ``Experiment(privacy=...)`` and their accounting."""
+"""Privacy techniques for ``Experiment(privacy=...)`` (the ``privacy`` registry) and their accounting.
 
-from fedsim.privacy.accounting import ACCOUNTANTS, PrivacyLedger, default_delta, epsilon
+One technique per file; each registers itself under its name (``dpsgd``,
+``central_dp``, ``local_dp``, ``secagg``, ``sparsify``).
+"""
+
+from fedsim.components import REGISTRY
+from fedsim.engine.ledger import ACCOUNTANTS, PrivacyLedger, default_delta, epsilon
+from fedsim.privacy.central_dp import CentralDP
+from fedsim.privacy.dpsgd import DPSGD
+from fedsim.privacy.local_dp import LocalDP
 from fedsim.privacy.secagg import SecAgg
 from fedsim.privacy.sparsify import Sparsify
-from fedsim.privacy.techniques import DPSGD, CentralDP, LocalDP
 
-__all__ = ["ACCOUNTANTS", "DPSGD", "CentralDP", "LocalDP", "PrivacyLedger", "SecAgg", "Sparsify", "default_delta", "epsilon"]
+TECHNIQUES = REGISTRY["privacy"]
+
+__all__ = ["ACCOUNTANTS", "DPSGD", "TECHNIQUES", "CentralDP", "LocalDP", "PrivacyLedger", "SecAgg", "Sparsify",
+           "default_delta", "epsilon"]

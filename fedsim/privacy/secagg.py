@@ -43,23 +43,22 @@ class SecAgg(SecAggSettings, Component):
     stochastic rounding is not seeded: runs agree up to quantization error).
     """
 
+    family = "privacy"
+    name = "secagg"
+    title = "SecAgg+"
+    threats = ("update leakage",)
+    unit = None
+    trust_model = ("secure aggregation: the server sees only masked updates and their sum, unless "
+                   "reconstruction_threshold hospitals collude with it")
+    spends_epsilon = False
+
     def install(self, plan: Plan) -> None:
         if plan.secagg is not None:
             raise ValueError("privacy: SecAgg is given twice")
         plan.secagg = self
-        # The engine keeps it the outermost mod (``fedsim.engine.secagg.client_mods``),
-        # whatever components install later: every other mod then acts on the
-        # plaintext fit message and update, before the update is masked.
-        plan.client_mods.insert(0, secaggplus_mod)
-
-
-def protocol_stage(exchange: Exchange) -> str | None:
-    """Which SecAgg+ stage an exchange belongs to (one of ``STAGES``), or None outside SecAgg+."""
-    for message in exchange.sent.values():
-        config = message.content.config_records.get(RECORD_KEY_CONFIGS)
-        if config is not None and Key.STAGE in config:
-            return str(config[Key.STAGE])
-    return None
+        # The outermost stage: every other mod acts on the plaintext fit
+        # message and update, before the update is masked.
+        plan.add_mod("protocol", secaggplus_mod)
 
 
 def masked_updates(exchange: Exchange) -> dict[str, list[np.ndarray]]:
@@ -69,7 +68,7 @@ def masked_updates(exchange: Exchange) -> dict[str, list[np.ndarray]]:
     followed by one array per model weight, quantized and masked. Empty for
     any other exchange.
     """
-    if protocol_stage(exchange) != Stage.COLLECT_MASKED_VECTORS:
+    if exchange.secagg_stage != Stage.COLLECT_MASKED_VECTORS:
         return {}
     return {
         hospital: [bytes_to_ndarray(b) for b in content.config_records[RECORD_KEY_CONFIGS][Key.MASKED_PARAMETERS]]

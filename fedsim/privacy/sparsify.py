@@ -11,9 +11,10 @@ from dataclasses import dataclass
 import numpy as np
 from flwr.app import Context, Message
 
-from fedsim._replies import replace_weights, weights_of
 from fedsim.components import Component
 from fedsim.engine import Plan
+from fedsim.engine.messages import replace_weights, weights_of
+from fedsim.validation import Share, param
 
 
 def sparsify(update: list[np.ndarray], keep: float) -> list[np.ndarray]:
@@ -28,11 +29,13 @@ def sparsify(update: list[np.ndarray], keep: float) -> list[np.ndarray]:
 class Sparsify(Component):
     """A ClientApp mod keeping the ``keep`` share (0-1] of update entries with the largest magnitude."""
 
-    keep: float = 0.1
+    family = "privacy"
+    name = "sparsify"
+    title = "update sparsification"
+    threats = ("update leakage",)
+    trust_model = "none: an empirical defense (no formal guarantee); what it buys is measured by the attacks"
 
-    def __post_init__(self):
-        if isinstance(self.keep, bool) or not isinstance(self.keep, (int, float)) or not 0 < self.keep <= 1:
-            raise ValueError(f"keep: must be a share in (0, 1], got {self.keep!r}")
+    keep: float = param(0.1, Share())
 
     def install(self, plan: Plan) -> None:
         keep = float(self.keep)
@@ -46,4 +49,4 @@ class Sparsify(Component):
             replace_weights(reply.content, [s + u for s, u in zip(sent, sparsify(update, keep))])
             return reply
 
-        plan.client_mods.append(sparsify_mod)
+        plan.add_mod("privacy", sparsify_mod)

@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from fedsim.attacks.curious_server import GradientInversion
+from fedsim.attacks import UpdateAttack
 from fedsim.components import Component, as_components
 from fedsim.experiment import Experiment
-from fedsim.privacy import SecAgg
+from fedsim.plots import plot_leakage, plot_reconstructions
 from fedsim.results import Result
+from fedsim.studies.grid import run_grid
 
 
 @dataclass(frozen=True)
@@ -36,31 +37,29 @@ class DefenseComparison:
 
     def plot(self, metric: str = "psnr"):
         """The attack metric against AUROC, one point per defense."""
-        from fedsim.plots import plot_leakage
-
         return plot_leakage(self.table(), metric)
 
     def plot_reconstructions(self):
         """Each defense's reconstructed scan under the original."""
-        from fedsim.plots import plot_reconstructions
-
         first = next(iter(self.attacked.values()))
         return plot_reconstructions(self.attacked, first.federation.image_shape)
 
 
 def compare_defenses(experiment: Experiment, attack: Component, defenses: dict[str, dict],
-                     utility: dict | None = None) -> DefenseComparison:
-    """Run ``experiment`` once per defense with ``attack`` watching.
+                     utility: dict | None = None, cache="default") -> DefenseComparison:
+    """Run ``experiment`` once per defense with ``attack`` watching (cached, ``fedsim.studies.run_grid``).
 
     ``defenses`` maps a label to Experiment changes, e.g. ``{"none": {},
     "DP-SGD z=1": {"privacy": fs.privacy.DPSGD(noise_multiplier=1.0)}}``.
     ``utility``: Experiment changes for a second run per defense that measures
     AUROC (e.g. ``{"batch_size": 16, "local_steps": None, "rounds": 20}``);
-    the defense's own changes apply on top of them.
+    the defense's own changes apply on top of them. Under SecAgg+ an attack
+    that can read the aggregate reads it (the only update that server sees),
+    with one more round if needed.
     """
     if not isinstance(experiment, Experiment):
         raise ValueError(f"experiment: expected a fedsim Experiment, got {type(experiment).__name__}")
-    as_components("attack", attack)
+    (attack,) = as_components("attack", attack, "attack")
     if not isinstance(defenses, dict) or not defenses:
         raise ValueError("defenses: give a non-empty {label: {Experiment field: value}} dict")
     if utility is not None and not isinstance(utility, dict):
@@ -72,11 +71,13 @@ def compare_defenses(experiment: Experiment, attack: Component, defenses: dict[s
         label = str(label)
         run = experiment.replace(name=label, **changes)
         watcher = attack
-        if isinstance(attack, GradientInversion) and any(
-                isinstance(c, SecAgg) for c in as_components("privacy", run.privacy)):
+        if isinstance(attack, UpdateAttack) and "aggregate" in attack.targets and run.build_plan().secagg is not None:
             watcher = dataclasses.replace(attack, target="aggregate")
             run = run.replace(rounds=max(run.rounds, attack.round + 1))  # the aggregate shows a round later
-        attacked[label] = run.replace(observers=[*run.observers, watcher]).run()
-        measured[label] = attacked[label] if utility is None else experiment.replace(
-            name=f"{label} (utility)", **{**utility, **changes}).run()
-    return DefenseComparison(attacked, measured)
+        attacked[label] = run.replace(observers=[*run.observers, watcher])
+        if utility is not None:
+            measured[label] = experiment.replace(name=f"{label} (utility)", **{**utility, **changes})
+    done = {t.label: t.result for t in run_grid({**attacked, **{f"{k} (utility)": v for k, v in measured.items()}},
+                                                 cache=cache, desc="defenses")}
+    return DefenseComparison({k: done[k] for k in attacked},
+                             {k: done[f"{k} (utility)"] if utility is not None else done[k] for k in attacked})

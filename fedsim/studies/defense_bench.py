@@ -1,7 +1,5 @@
-"""A bench for defenses: one defense against a suite of attacks, as one tidy table."""
+"""A bench for defenses: one defense against a suite of attacks, as one tidy table (over the one runner)."""
 
-import copy
-import time
 from collections.abc import Callable, Sequence
 
 import pandas as pd
@@ -12,7 +10,9 @@ from fedsim.components import Component, as_components
 from fedsim.defenses import Wrap
 from fedsim.experiment import Experiment
 from fedsim.federation import Federation
+from fedsim.results import Result
 from fedsim.strategies import STRATEGIES
+from fedsim.studies.grid import check_seeds, run_grid
 
 COLUMNS = ["attack", "defense", "seed", "clean_auroc", "attacked_auroc", "auroc_drop", "backdoor_success",
            "rejected_updates", "time_s"]
@@ -42,24 +42,19 @@ def _defense_settings(defense) -> tuple[str, dict]:
         return type(defense).__name__, {"strategy": defense}
     if isinstance(defense, Component) or (isinstance(defense, Sequence) and defense
                                           and all(isinstance(d, Component) for d in defense)):
-        items = as_components("defense", defense)
-        return " + ".join(type(d).__name__ for d in items), {"defenses": items}
+        items = as_components("defense", defense, "defense")
+        return " + ".join(d.title or d.name for d in items), {"defenses": items}
     if callable(defense):
         return getattr(defense, "__name__", type(defense).__name__), {"defenses": Wrap(defense)}
     raise ValueError(f"defense: expected a strategy name, a flwr Strategy, a wrapper (strategy -> Strategy) or "
                      f"defense components, got {type(defense).__name__}")
 
 
-def _run(experiment: Experiment) -> tuple[float, float, int, float]:
-    if isinstance(experiment.strategy, Strategy):  # strategies keep per-run state: each run gets its own copy
-        experiment = experiment.replace(strategy=copy.deepcopy(experiment.strategy))
-    start = time.perf_counter()
-    res = experiment.run()
-    elapsed = time.perf_counter() - start
+def _outcome(res: Result) -> tuple[float, float, int]:
+    """Final AUROC, final backdoor success (NaN without a backdoor) and rejected updates of a run."""
     backdoor = res.tables.get("backdoor")
     success = float(backdoor.backdoor_success.iloc[-1]) if backdoor is not None and len(backdoor) else float("nan")
-    rejected = int((res.participation.event == "rejected").sum())
-    return res.final("auroc"), success, rejected, elapsed
+    return res.final("auroc"), success, int((res.participation.event == "rejected").sum())
 
 
 def evaluate_defense(
@@ -69,6 +64,7 @@ def evaluate_defense(
     seeds: Sequence[int] = (0,),
     name: str | None = None,
     strategy: str | Strategy = "fedavg",
+    cache="default",
     **experiment,
 ) -> pd.DataFrame:
     """Run ``defense`` against each attack (and without attack) for each seed; one row per (attack, seed).
@@ -82,35 +78,39 @@ def evaluate_defense(
     Columns: attack, defense, seed, clean_auroc (same defense, no attack),
     attacked_auroc, auroc_drop, backdoor_success (model replacement only),
     rejected_updates (in ``res.participation``), time_s (the attacked run).
+    Runs are cached (``fedsim.studies.run_grid``; ``cache=None`` turns it off).
     """
     if not isinstance(federation, Federation):
         raise ValueError(f"federation: expected a fedsim Federation, got {type(federation).__name__}")
     if attacks is None:
         attacks = default_attacks()
     if not isinstance(attacks, dict):
-        items = as_components("attacks", list(attacks))
+        items = as_components("attacks", list(attacks), "adversary")
         attacks = {}
         for attack in items:
-            label = type(attack).__name__
+            label = attack.title or attack.name
             attacks[label if label not in attacks else f"{label} #{len(attacks) + 1}"] = attack
-    for label, attack in attacks.items():
-        as_components(f"attacks[{label!r}]", attack)
-    seeds = list(seeds)
-    if not seeds or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise ValueError(f"seeds: expected a non-empty list of integers >= 0, got {seeds!r}")
+    attacks = {label: as_components(f"attacks[{label!r}]", attack, "adversary") for label, attack in attacks.items()}
+    if "no attack" in attacks:
+        raise ValueError("attacks: 'no attack' names the clean run; give the attack another name")
+    seeds = check_seeds(seeds)
     label, settings = _defense_settings(defense)
     label = name or label
     if "defenses" in settings and "strategy" not in settings:
         settings["strategy"] = strategy
+    base = Experiment(federation=federation, name=label, **{**experiment, **settings})
+    runs = {"no attack": base, **{attack_name: base.replace(adversaries=attack)
+                                  for attack_name, attack in attacks.items()}}
+    trials = {(t.label, t.seed): t for t in run_grid(runs, seeds=seeds, cache=cache, desc=f"defense {label}")}
     rows = []
     for seed in seeds:
-        base = Experiment(federation=federation, seed=seed, name=label, **{**experiment, **settings})
-        clean_auroc, _, _, _ = _run(base)
-        for attack_name, attack in attacks.items():
-            auroc, success, rejected, elapsed = _run(base.replace(adversaries=attack))
+        clean_auroc, _, _ = _outcome(trials["no attack", seed].result)
+        for attack_name in attacks:
+            trial = trials[attack_name, seed]
+            auroc, success, rejected = _outcome(trial.result)
             rows.append({"attack": attack_name, "defense": label, "seed": seed, "clean_auroc": clean_auroc,
                          "attacked_auroc": auroc, "auroc_drop": clean_auroc - auroc, "backdoor_success": success,
-                         "rejected_updates": rejected, "time_s": elapsed})
+                         "rejected_updates": rejected, "time_s": trial.seconds})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -1,88 +1,30 @@
-"""Small helpers shared by adversaries, defenses and availability models.
+"""``StrategyWrapper``: the base of every fedsim strategy wrapper, and of yours.
 
-They read and rewrite Flower train messages (``arrays`` + ``metrics``) and
-merge the tidy tables several components report under one name.
+A wrapper delegates every Flower ``Strategy`` call to the strategy it wraps
+and may rework the train replies before they are aggregated. Write one in a
+notebook cell and plug it in with ``fedsim.defenses.Wrap``::
+
+    class DropOpposite(fs.StrategyWrapper):
+        def process_replies(self, server_round, replies):
+            mean = np.mean([self.flat_update(r) for r in replies], axis=0)
+            kept = []
+            for reply in replies:
+                if self.flat_update(reply) @ mean < 0:
+                    self.reject(server_round, reply, "points away from the mean update")
+                else:
+                    kept.append(reply)
+            return kept
+
+    fs.Experiment(..., defenses=fs.defenses.Wrap(DropOpposite))
 """
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable
 
 import numpy as np
-import pandas as pd
-from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.app import ArrayRecord, Message
 from flwr.serverapp.strategy import Strategy
 
-from fedsim.engine import Plan
-
-
-def weights_of(content: RecordDict) -> list[np.ndarray]:
-    """The arrays of a train message or reply (its one ArrayRecord)."""
-    return next(iter(content.array_records.values())).to_numpy_ndarrays()
-
-
-def replace_weights(content: RecordDict, weights: Sequence[np.ndarray]) -> None:
-    """Put ``weights`` into the content's ArrayRecord in place, keeping its keys."""
-    key, record = next(iter(content.array_records.items()))
-    content[key] = ArrayRecord(dict(zip(record.keys(), (Array(np.asarray(w)) for w in weights), strict=True)))
-
-
-def claimed_examples(content: RecordDict, key: str = "num-examples"):
-    """The example count a reply claims (None when there is none)."""
-    for record in content.metric_records.values():
-        if key in record:
-            return record[key]
-    return None
-
-
-def set_claim(content: RecordDict, value, key: str = "num-examples") -> None:
-    for record in content.metric_records.values():
-        if key in record:
-            record[key] = value
-
-
-def copy_message(message: Message) -> Message:
-    """A message with its own copy of the content (the same metadata)."""
-    import copy
-
-    return Message(content=copy.deepcopy(message.content), metadata=copy.copy(message.metadata))
-
-
-def flat(weights: Sequence[np.ndarray]) -> np.ndarray:
-    return np.concatenate([np.asarray(w, dtype=np.float64).ravel() for w in weights])
-
-
-def unflat(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
-    out, start = [], 0
-    for w in like:
-        out.append(vector[start:start + w.size].reshape(w.shape).astype(w.dtype))
-        start += w.size
-    return out
-
-
-def add_report(plan: Plan, name: str, report: Callable[[], pd.DataFrame]) -> None:
-    """Register ``report`` under ``name``; reports of several components under one name are stacked."""
-    previous = plan.reports.get(name)
-    if previous is None:
-        plan.reports[name] = report
-    else:
-        plan.reports[name] = lambda: pd.concat([previous(), report()], ignore_index=True)
-
-
-def positive_int_or_fraction(field: str, value) -> None:
-    ok = (isinstance(value, int) and not isinstance(value, bool) and value >= 1) or (
-        isinstance(value, float) and 0 < value <= 1)
-    if not ok:
-        raise ValueError(f"{field}: must be an integer >= 1 or a fraction in (0, 1], got {value!r}")
-
-
-def number(field: str, value, minimum: float | None = None, strict: bool = False, allow_none: bool = False) -> None:
-    if value is None and allow_none:
-        return
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(value)
-    if ok and minimum is not None:
-        ok = value > minimum if strict else value >= minimum
-    if not ok:
-        bound = "" if minimum is None else f" {'>' if strict else '>='} {minimum}"
-        raise ValueError(f"{field}: must be a finite number{bound}{' or None' if allow_none else ''}, got {value!r}")
+from fedsim.engine.messages import flat, replace_weights, unflat, weights_of
 
 
 class StrategyWrapper(Strategy):
@@ -120,6 +62,7 @@ class StrategyWrapper(Strategy):
 
     # --- helpers ---------------------------------------------------------------
     def hospital(self, reply: Message) -> str:
+        """The id of the hospital that sent ``reply``."""
         hospital_of = getattr(self.grid, "hospital_of", None)
         node_id = reply.metadata.src_node_id
         return hospital_of(node_id) if hospital_of else str(node_id)

@@ -1,4 +1,7 @@
-"""Privacy accounting with dp-accounting: each hospital's epsilon, and budgets.
+"""The run's privacy ledger: each hospital's epsilon (dp-accounting), and budgets.
+
+Privacy techniques add a ``Charge`` (``plan.privacy_ledger().add(...)``);
+the ledger observes every exchange and charges what was released.
 
 Conventions (say them in any privacy statement):
 - DP-SGD shuffles each hospital's rows into batches and Flower samples a fixed
@@ -20,10 +23,12 @@ from dp_accounting import pld, rdp
 
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
-from fedsim.engine import Exchange, Plan, RoundObserver
-from fedsim.privacy.secagg import protocol_stage
+from fedsim.engine.observers import Exchange, RoundObserver, RunState
+from fedsim.tables import Schema
 
 ACCOUNTANTS = ("rdp", "pld")
+PRIVACY_TABLE = Schema("privacy", ("hospital", "technique", "unit", "mechanism", "noise_multiplier", "sampling_rate",
+                                   "steps", "rounds", "epsilon", "delta", "accountant", "budget"))
 
 
 def default_delta(n: int) -> float:
@@ -56,12 +61,14 @@ def epsilon(noise_multiplier: float, sampling_rate: float, steps: int, delta: fl
 class Charge:
     """How one DP mechanism spends each hospital's privacy.
 
+    ``technique`` is the registry name of the component that charges it.
     ``per`` says what one step is: ``"step"`` a local DP-SGD step (counted
     from each reply's ``local_steps``), ``"reply"`` one released update,
     ``"round"`` one round of a hospital-level mechanism every eligible
     hospital takes part in. ``next_steps`` is what one more round costs.
     """
 
+    technique: str
     mechanism: str
     unit: str
     noise_multiplier: float
@@ -75,26 +82,14 @@ class Charge:
 class PrivacyLedger(RoundObserver):
     """Counts each hospital's steps per mechanism; epsilons, budgets and the ledger table."""
 
-    def __init__(self, hospitals: tuple[str, ...]):
+    def __init__(self, hospitals: tuple[str, ...], state: RunState):
         self.hospitals = hospitals
+        self.state = state
         self.charges: list[Charge] = []
         self.budget: dict[str, float] = {}
         self.steps: list[dict[str, int]] = []
         self.rounds: list[dict[str, int]] = []
-        self.completed_rounds = 0
         self.excluded: dict[int, set[str]] = {}
-
-    @classmethod
-    def of(cls, plan: Plan) -> "PrivacyLedger":
-        """The run's ledger, attached on first use (observer, eligibility check, report)."""
-        for observer in plan.observers:
-            if isinstance(observer, cls):
-                return observer
-        ledger = cls(plan.federation.hospitals)
-        plan.observers.append(ledger)
-        plan.eligibility.append(ledger.eligible)
-        plan.reports["privacy"] = ledger.table
-        return ledger
 
     def add(self, charge: Charge) -> None:
         self.charges.append(charge)
@@ -114,13 +109,13 @@ class PrivacyLedger(RoundObserver):
         for i, charge in enumerate(self.charges):
             spent = self.epsilon(i, hospital, charge.next_steps[hospital])
             if spent > cap:
-                self.excluded.setdefault(self.completed_rounds + 1, set()).add(hospital)
+                self.excluded.setdefault(self.state.upcoming, set()).add(hospital)
                 return f"privacy budget: one more round of {charge.mechanism} would reach epsilon {spent:.2f} > {cap:g}"
         return None
 
     def on_exchange(self, exchange: Exchange) -> None:
         # Under SecAgg+ a round is four exchanges; updates are released in one of them.
-        if exchange.message_type != "train" or protocol_stage(exchange) not in (None, Stage.COLLECT_MASKED_VECTORS):
+        if exchange.message_type != "train" or exchange.secagg_stage not in (None, Stage.COLLECT_MASKED_VECTORS):
             return
         released = {h: m.content for h, m in exchange.replies.items() if m.has_content()}
         for i, charge in enumerate(self.charges):
@@ -136,16 +131,14 @@ class PrivacyLedger(RoundObserver):
             for hospital, steps in charged.items():
                 self.steps[i][hospital] += steps
                 self.rounds[i][hospital] += 1
-        self.completed_rounds = max(self.completed_rounds, exchange.server_round)
 
     def table(self) -> pd.DataFrame:
-        """One row per hospital and mechanism: the privacy each hospital has spent."""
+        """One row per hospital and mechanism: the privacy each hospital has spent (``PRIVACY_TABLE``)."""
         rows = [
-            {"hospital": h, "unit": c.unit, "mechanism": c.mechanism, "noise_multiplier": c.noise_multiplier,
+            {"hospital": h, "technique": c.technique, "unit": c.unit, "mechanism": c.mechanism, "noise_multiplier": c.noise_multiplier,
              "sampling_rate": c.sampling_rate[h], "steps": self.steps[i][h], "rounds": self.rounds[i][h],
              "epsilon": self.epsilon(i, h), "delta": c.delta[h], "accountant": c.accountant,
              "budget": self.budget.get(h, self.budget.get("default", math.inf))}
             for i, c in enumerate(self.charges) for h in self.hospitals
         ]
-        return pd.DataFrame(rows, columns=["hospital", "unit", "mechanism", "noise_multiplier", "sampling_rate",
-                                           "steps", "rounds", "epsilon", "delta", "accountant", "budget"])
+        return PRIVACY_TABLE.frame(rows)

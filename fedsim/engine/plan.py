@@ -1,0 +1,249 @@
+"""The Plan: everything one run is made of, and the run's one state.
+
+Components (privacy techniques, defenses, adversaries, availability models,
+attacks) extend a Plan before it runs, each at its **stage**. Stages go from
+innermost to outermost, on both sides of the federation:
+
+- strategy wrappers (``plan.wrap``): ``privacy`` wraps the strategy first (a
+  DP wrapper clips and noises whatever reaches aggregation, so no defense can
+  void its guarantee), then ``defense`` (screens and reworks the replies
+  before DP), ``adversary``, ``availability``;
+- ClientApp mods (``plan.add_mod``): ``protocol`` (SecAgg+) is outermost, then
+  ``availability`` (an offline hospital sends nothing at all), ``adversary``
+  (a malicious hospital controls what it sends, after client-side privacy),
+  ``custom`` (the user's ``client_mods``), ``defense``, and ``privacy``
+  innermost (clipping and local noise act on the honest update).
+
+The engine composes them in that order (``seal``); nobody inserts by hand.
+The Plan also owns the per-round cohort (computed from the unwrapped
+strategy), the round counter every component reads (``state``), the privacy
+ledger (``ledger``) and the result tables (``add_report``, with schemas).
+"""
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from flwr.app import ConfigRecord
+from flwr.serverapp.strategy import Strategy
+
+from fedsim.engine.ledger import PRIVACY_TABLE, PrivacyLedger
+from fedsim.engine.observers import Eligibility, ReplyScreen, RoundObserver, RunState
+from fedsim.federation import Federation
+from fedsim.models import ModelFn
+from fedsim.tables import Schema
+from fedsim.validation import Fraction, Integer, NoneValue, Options, Positive, check
+
+STAGES = ("privacy", "defense", "custom", "adversary", "availability", "protocol")  # innermost -> outermost
+WRAPPER_STAGES = ("privacy", "defense", "adversary", "availability")
+MOD_STAGES = STAGES
+
+Mod = Callable  # a Flower ClientApp mod: (message, context, call_next) -> reply
+Wrapper = Callable[[Strategy], Strategy]
+
+
+def cohort_size(strategy: Strategy, n_nodes: int) -> int:
+    """How many of ``n_nodes`` available hospitals Flower's strategy samples for a train round.
+
+    Flower's rule (``FedAvg.configure_train``): ``max(int(n * fraction_train),
+    min_train_nodes)``; a strategy without these settings trains every node.
+    """
+    fraction = getattr(strategy, "fraction_train", 1.0)
+    if fraction == 0:
+        return 0
+    return max(int(n_nodes * fraction), int(getattr(strategy, "min_train_nodes", 1)))
+
+
+@dataclass(frozen=True)
+class SecAggSettings:
+    """The settings of Flower's SecAgg+ protocol (``SecAggPlusWorkflow``), checked.
+
+    ``num_shares``: into how many shares each hospital splits its secrets (its
+    neighbours in the protocol, itself included): an integer >= 3, or a
+    fraction in (0, 1] of the hospitals sampled that round.
+    ``reconstruction_threshold``: how many of those shares rebuild a secret:
+    an integer >= 2 and below an integer ``num_shares``, or a fraction in (0, 1]
+    of the shares. Lower tolerates more dropouts; higher needs more colluders.
+    ``clipping_range``: every weight (times its hospital's weight factor) is
+    clipped to [-clipping_range, clipping_range] before quantization.
+    ``quantization_range``: the integer levels of that range (the step is
+    2 * clipping_range / quantization_range).
+    ``modulus_range``: masks and sums live modulo this power of two (<= 2**32).
+    ``max_weight``: the largest example count a hospital may weigh with; None:
+    the largest hospital's training rows.
+    ``timeout``: seconds the workflow waits for replies (only Flower's own
+    runtimes wait; in-process delivery is synchronous).
+    """
+
+    num_shares: int | float = 3
+    reconstruction_threshold: int | float = 2
+    clipping_range: float = 8.0
+    quantization_range: int = 2**22
+    modulus_range: int = 2**32
+    max_weight: float | None = None
+    timeout: float | None = None
+
+    def __post_init__(self):
+        def checked(name, *constraints):
+            object.__setattr__(self, name, check(name, getattr(self, name), *constraints))
+
+        checked("num_shares", Integer(min=3), Fraction())
+        checked("reconstruction_threshold", Integer(min=2), Fraction())
+        if isinstance(self.num_shares, int) and isinstance(self.reconstruction_threshold, int) \
+                and self.reconstruction_threshold >= self.num_shares:
+            raise ValueError(f"reconstruction_threshold: must be below num_shares ({self.num_shares}), "
+                             f"got {self.reconstruction_threshold}")
+        checked("clipping_range", Positive())
+        checked("quantization_range", Integer(min=2))
+        q, m = self.quantization_range, self.modulus_range
+        if isinstance(m, bool) or not isinstance(m, int) or m <= q or m > 2**32 or m & (m - 1):
+            raise ValueError(f"modulus_range: must be a power of two above quantization_range ({q}) "
+                             f"and at most 2**32, got {m!r}")
+        checked("max_weight", Positive(), NoneValue())
+        checked("timeout", Positive(), NoneValue())
+
+
+@dataclass(eq=False)
+class Plan:
+    """Everything an engine needs to run one federated experiment (see the module docstring).
+
+    What a component may do in ``install(plan)``:
+
+    - ``wrap(stage, factory)``: wrap the strategy (``factory(inner) -> Strategy``);
+    - ``add_mod(stage, mod)``: a ClientApp mod at its stage;
+    - ``screens``, ``eligibility``, ``observers``: append reply screens, checks
+      of who may take part next round, and exchange observers;
+    - ``train_settings``: extra keys of every hospital's train config;
+    - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
+      what a hospital trains on (data poisoning), applied in order, never in place;
+    - ``privacy_ledger()``: the run's ledger, to add a privacy charge;
+    - ``add_report(schema, producer)``: a result table, declared;
+    - read ``sampled_per_round`` (Flower's cohort, from the unwrapped
+      strategy), ``state`` (the round counter) and the training settings.
+
+    ``secagg`` (set by ``fedsim.privacy.SecAgg``) switches the run onto
+    Flower's SecAgg+ workflow: the server sees only masked replies and their
+    unmasked sum; the strategy must be FedAvg.
+    """
+
+    federation: Federation
+    model_fn: ModelFn
+    base_strategy: Strategy
+    rounds: int
+    local_epochs: int
+    batch_size: int
+    learning_rate: float
+    local_steps: int | None
+    seed: int
+    evaluate_every: int = 1
+    label: str = "fedsim"
+    observers: list[RoundObserver] = field(default_factory=list)
+    screens: list[ReplyScreen] = field(default_factory=list)
+    eligibility: list[Eligibility] = field(default_factory=list)
+    train_settings: dict = field(default_factory=dict)
+    local_data: list[Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = field(
+        default_factory=list)
+    secagg: SecAggSettings | None = None
+    state: RunState = field(default_factory=RunState)
+    ledger: PrivacyLedger | None = None
+    _mods: dict[str, list[Mod]] = field(default_factory=lambda: {s: [] for s in MOD_STAGES})
+    _wrappers: dict[str, list[Wrapper]] = field(default_factory=lambda: {s: [] for s in WRAPPER_STAGES})
+    _reports: dict[str, tuple[Schema, list[tuple[str, Callable[[], pd.DataFrame]]]]] = field(default_factory=dict)
+    _strategy: Strategy | None = None
+
+    # --- what components call while installing -------------------------------------
+    def add_mod(self, stage: str, mod: Mod) -> None:
+        """Add a ClientApp mod at ``stage`` (one of ``STAGES``; later additions sit inside earlier ones)."""
+        self._unsealed("add_mod")
+        check("stage", stage, Options(*MOD_STAGES))
+        self._mods[stage].append(mod)
+
+    def wrap(self, stage: str, factory: Wrapper) -> None:
+        """Wrap the strategy at ``stage`` (one of ``WRAPPER_STAGES``): ``factory(inner strategy) -> Strategy``."""
+        self._unsealed("wrap")
+        check("stage", stage, Options(*WRAPPER_STAGES))
+        self._wrappers[stage].append(factory)
+
+    def add_report(self, schema: Schema, producer: Callable[[], pd.DataFrame], name: str | None = None) -> None:
+        """Register a result table; several producers of one table are stacked (same columns required).
+
+        ``name`` says who produces it, in the error raised if it returns other columns.
+        """
+        known = self._reports.get(schema.name)
+        if known is not None and known[0] != schema:
+            raise ValueError(f"table {schema.name!r}: declared with columns {list(known[0].columns)} and "
+                             f"{list(schema.columns)}")
+        entry = (name or getattr(producer, "__qualname__", "a report"), producer)
+        self._reports.setdefault(schema.name, (schema, []))[1].append(entry)
+
+    def privacy_ledger(self) -> PrivacyLedger:
+        """The run's privacy ledger, attached on first use (as an observer, an eligibility check, a table)."""
+        if self.ledger is None:
+            self.ledger = PrivacyLedger(self.federation.hospitals, self.state)
+            self.observers.append(self.ledger)
+            self.eligibility.append(self.ledger.eligible)
+            self.add_report(PRIVACY_TABLE, self.ledger.table)
+        return self.ledger
+
+    @property
+    def sampled_per_round(self) -> int:
+        """How many hospitals the strategy samples each round when all are eligible (Flower's rule)."""
+        return min(self.federation.n_hospitals, cohort_size(self.base_strategy, self.federation.n_hospitals))
+
+    def train_config(self) -> ConfigRecord:
+        """The training settings every hospital receives each round."""
+        config = {"lr": self.learning_rate, "local-epochs": self.local_epochs,
+                  "batch-size": self.batch_size, "seed": self.seed, **self.train_settings}
+        if self.local_steps is not None:
+            config["local-steps"] = self.local_steps
+        return ConfigRecord(config)
+
+    def steps_per_round(self, n_rows: int) -> int:
+        """Local optimizer steps a hospital with ``n_rows`` training rows runs in one round."""
+        steps = self.local_epochs * math.ceil(n_rows / self.batch_size)
+        return steps if self.local_steps is None else min(steps, self.local_steps)
+
+    # --- what the engine calls ---------------------------------------------------------
+    def seal(self) -> None:
+        """Compose the strategy from its wrappers; no component may install after this."""
+        if self._strategy is None:
+            strategy = self.base_strategy
+            for stage in WRAPPER_STAGES:
+                for factory in self._wrappers[stage]:
+                    wrapped = factory(strategy)
+                    if not isinstance(wrapped, Strategy):
+                        raise ValueError(f"defenses: a strategy wrapper must return a flwr Strategy, "
+                                         f"got {type(wrapped).__name__}")
+                    strategy = wrapped
+            self._strategy = strategy
+
+    @property
+    def strategy(self) -> Strategy:
+        """The composed strategy (the base strategy inside every wrapper); available once sealed."""
+        if self._strategy is None:
+            raise RuntimeError("plan.strategy exists once the plan is sealed; while installing, read "
+                               "plan.base_strategy or plan.sampled_per_round")
+        return self._strategy
+
+    def client_mods(self) -> list[Mod]:
+        """The ClientApp mods, outermost first (Flower's order)."""
+        return [mod for stage in reversed(MOD_STAGES) for mod in self._mods[stage]]
+
+    def mods_at(self, stage: str) -> list[Mod]:
+        """The mods installed at one stage."""
+        return list(self._mods[stage])
+
+    def reports(self) -> dict[str, pd.DataFrame]:
+        """Every registered table, produced and checked against its schema."""
+        tables = {}
+        for name, (schema, producers) in self._reports.items():
+            frames = [schema.check(producer(), label) for label, producer in producers]
+            frames = [f for f in frames if not f.empty]
+            tables[name] = pd.concat(frames, ignore_index=True) if frames else schema.frame()
+        return tables
+
+    def _unsealed(self, what: str) -> None:
+        if self._strategy is not None:
+            raise RuntimeError(f"plan.{what}: the plan is sealed (components install before the run starts)")

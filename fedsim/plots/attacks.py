@@ -1,0 +1,73 @@
+"""What the attacks achieve: reconstructions, leakage against utility, membership ROC curves."""
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+
+from fedsim.plots.base import done
+
+
+def plot_reconstructions(runs, image_shape: tuple[int, int]):
+    """Each run's first reconstructed scan under the original it came from.
+
+    ``runs``: a Result or a {label: Result} dict (e.g. ``DefenseComparison.attacked``),
+    each with a gradient inversion in its observers. Titles give the PSNR.
+    """
+    runs = runs if isinstance(runs, dict) else {runs.name: runs}
+    fig, axes = plt.subplots(2, len(runs), figsize=(1.9 * len(runs), 4.2), squeeze=False, constrained_layout=True)
+    for column, (label, res) in enumerate(runs.items()):
+        records = res.tables.get("reconstructions", pd.DataFrame())
+        top, bottom = axes[0, column], axes[1, column]
+        if not records.empty:
+            record = records.iloc[0]
+            original, found = record["original"], np.clip(record["reconstruction"], 0, 1)
+            top.imshow(original.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
+            bottom.imshow(found.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
+            bottom.set_title(f"{record['psnr']:.1f} dB", fontsize=9)
+        top.set_title(label, fontsize=9)
+        for ax in (top, bottom):
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("original")
+    axes[1, 0].set_ylabel("reconstruction")
+    return done(fig)
+
+
+def plot_leakage(table: pd.DataFrame, metric: str = "psnr"):
+    """An attack metric against the model's AUROC, one point per defense (``fedsim.attacks.defense_table``)."""
+    rows = table[table.metric == metric]
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    sns.scatterplot(rows, x="auroc", y="value", hue="defense", style="defense", s=90, ax=ax)
+    for _, row in rows.iterrows():
+        ax.annotate(row["defense"], (row["auroc"], row["value"]), textcoords="offset points", xytext=(5, 4),
+                    fontsize=8)
+    prior = table[table.metric == f"{metric}_prior"]
+    if not prior.empty:
+        ax.axhline(prior.value.mean(), color="black", ls="--", lw=1)
+        ax.annotate("guessing the average scan", (ax.get_xlim()[0], prior.value.mean()), textcoords="offset points",
+                    xytext=(4, 4), fontsize=8)
+    ax.set(xlabel="global AUROC of the trained model (utility)", ylabel=f"attack {metric} (higher = more leakage)")
+    ax.legend([], [], frameon=False)
+    return done(fig)
+
+
+def plot_roc(curves: pd.DataFrame, ax=None):
+    """ROC curves on log-log axes (low false-positive rates are what matters), chance as a dashed line.
+
+    ``curves``: rows of (label, fpr, tpr, n_non_members), one curve per label
+    (``MembershipAttack.curve()``). Draws into ``ax`` if given (and returns
+    its Figure, still open), else into a new Figure, closed before it is returned.
+    """
+    fig = None
+    if ax is None:
+        fig, ax = plt.subplots(figsize=(4.5, 4.5), constrained_layout=True)
+    # Zero rates cannot be drawn on log axes: clip at half the smallest non-zero FPR.
+    floor = 0.5 / max(1, int(curves.n_non_members.max()))
+    for label, curve in curves.groupby("label", sort=False):
+        ax.plot(curve.fpr.clip(lower=floor), curve.tpr.clip(lower=floor), lw=1.8, label=label)
+    ax.plot([floor, 1], [floor, 1], color="grey", ls="--", lw=1, label="chance")
+    ax.set(xscale="log", yscale="log", xlim=(floor, 1), ylim=(floor, 1), xlabel="false positive rate",
+           ylabel="true positive rate", title="Membership inference")
+    ax.legend(loc="lower right", fontsize=8)
+    return ax.figure if fig is None else done(fig)

@@ -1,0 +1,16 @@
+"""Studies: grids of Experiments over the one cached runner (``run_grid``).
+
+- ``compare``: several runs side by side, metrics by round;
+- ``sweep``: one experiment with any field varied, over seeds, final metrics beside epsilon;
+- ``evaluate_defense``: one defense against a suite of attacks;
+- ``compare_defenses``: one update attack rerun under several defenses, beside utility.
+"""
+
+from fedsim.studies.compare import compare
+from fedsim.studies.defense_bench import default_attacks, evaluate_defense
+from fedsim.studies.grid import Trial, cache_key, run_grid
+from fedsim.studies.leakage import DefenseComparison, compare_defenses
+from fedsim.studies.sweep import describe, sweep
+
+__all__ = ["DefenseComparison", "Trial", "cache_key", "compare", "compare_defenses", "default_attacks", "describe",
+           "evaluate_defense", "run_grid", "sweep"]
