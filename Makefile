@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 TF_PRIVACY := tensorflow-privacy==0.9.0
 
-.PHONY: setup demo test lab bench clean
+.PHONY: setup demo test lint lab bench clean
 
 setup: $(VENV)/.installed
 
@@ -21,6 +21,9 @@ demo: setup
 
 test: setup
 	$(PY) -m pytest
+
+lint: setup
+	$(VENV)/bin/ruff check .
 
 lab: setup
 	$(VENV)/bin/jupyter lab notebooks/

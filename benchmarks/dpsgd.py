@@ -11,13 +11,13 @@ and DPSequential (fast clipping in a Keras model).
     python benchmarks/dpsgd.py
 """
 
-import fedsim as fs
-from fedsim._tf import tf
-from fedsim.privacy import DPSGD
-
 from tensorflow_privacy.privacy.keras_models.dp_keras_model import DPSequential  # noqa: E402, I001
 from tensorflow_privacy.privacy.optimizers import dp_optimizer_keras, dp_optimizer_keras_vectorized  # noqa: E402
 from timing import best_of, round_cost  # noqa: E402
+
+import fedsim as fs
+from fedsim._tf import tf
+from fedsim.privacy import DPSGD
 
 
 def keras_epoch(fed, kind):

@@ -16,6 +16,7 @@ import json
 import resource
 import subprocess
 import sys
+
 import numpy as np
 from timing import best_of, round_cost
 
@@ -79,7 +80,8 @@ def main():
 
     print(f"(a) fedsim in-process          {t_inprocess:7.2f} s")
     if "ray_s" in results:
-        print(f"(b) Flower Ray runtime         {results['ray_s']:7.2f} s   (b)/(a) = {results['ray_s'] / t_inprocess:5.1f}x")
+        ratio = results["ray_s"] / t_inprocess
+        print(f"(b) Flower Ray runtime         {results['ray_s']:7.2f} s   (b)/(a) = {ratio:5.1f}x")
     print(f"(c) centralized compiled loop  {t_central:7.2f} s   (a)/(c) = {t_inprocess / t_central:5.2f}x")
     print(f"\none round, 50 sampled of 1,000 registered: {results['round_50_of_1000_s']:.2f} s; "
           f"of 50 registered: {results['round_50_of_50_s']:.2f} s "

@@ -11,9 +11,19 @@ own, registered by name), ``StrategyWrapper`` (a server-side defense),
 into) and ``RoundObserver`` (anything that watches the exchanges).
 """
 
-from fedsim import _tf  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
 from data_synthetic import KNOBS, list_scenarios
-from fedsim import adversaries, attacks, availability, baselines, defenses, governance, plots, privacy, studies
+from fedsim import (
+    _tf,  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
+    adversaries,
+    attacks,
+    availability,
+    baselines,
+    defenses,
+    governance,
+    plots,
+    privacy,
+    studies,
+)
 from fedsim.adversaries import Turn
 from fedsim.components import REGISTRY, Component, from_settings
 from fedsim.engine import Exchange, Plan, RoundObserver, StrategyWrapper

@@ -177,8 +177,8 @@ def as_components(field: str, value, family: str | None = None) -> tuple[Compone
     if value is None:
         return ()
     items = tuple(value) if isinstance(value, Sequence) and not isinstance(value, (str, dict)) else (value,)
-    return tuple(from_settings(item, family, field) if isinstance(item, (dict, str, Component)) else _not_one(field, item)
-                 for item in items)
+    return tuple(from_settings(item, family, field) if isinstance(item, (dict, str, Component))
+                 else _not_one(field, item) for item in items)
 
 
 def _not_one(field: str, item):

@@ -19,8 +19,7 @@ from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, tidy
 from fedsim.strategies import make_strategy, strategy_label
 from fedsim.tables import PARTICIPATION
-from fedsim.validation import (Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share,
-                               Text, check)
+from fedsim.validation import Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share, Text, check
 
 
 @dataclass(frozen=True, eq=False)

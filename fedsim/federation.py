@@ -270,7 +270,8 @@ class Federation:
             site = np.empty(len(df), dtype=np.int64)
             for label in np.unique(labels):
                 rows = rng.permutation(np.flatnonzero(labels == label))
-                share = np.full(n_hospitals, 1.0 / n_hospitals) if scheme == "iid" else rng.dirichlet([alpha] * n_hospitals)
+                share = (np.full(n_hospitals, 1.0 / n_hospitals) if scheme == "iid"
+                         else rng.dirichlet([alpha] * n_hospitals))
                 cuts = np.round(np.cumsum(share)[:-1] * len(rows)).astype(int)
                 for h, part in enumerate(np.split(rows, cuts)):
                     site[part] = h

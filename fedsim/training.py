@@ -15,12 +15,11 @@ tensor inputs, so every DP setting shares the one trace.
 from collections.abc import Sequence
 
 import numpy as np
+from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
+from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  # noqa: E402, I001
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn, resolve_model
-
-from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
-from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  # noqa: E402, I001
 
 Weights = list[np.ndarray]
 

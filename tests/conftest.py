@@ -12,9 +12,11 @@ STRONG_NON_IID = dict(quantity_skew=1.0, label_skew=1.0, covariate_shift=1.0,
 
 @pytest.fixture(autouse=True, scope="session")
 def results_in_a_temporary_folder(tmp_path_factory):
-    """Audit logs of runs without ``out`` go to one temporary folder, not /tmp at large."""
+    """Audit logs of runs without ``out`` go to one temporary folder, not /tmp at large; so does the study cache
+    (a fresh one per session: no run of an earlier session is reused)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("FEDSIM_RESULTS", str(tmp_path_factory.mktemp("results")))
+    mp.setenv("FEDSIM_CACHE", str(tmp_path_factory.mktemp("cache")))
     yield
     mp.undo()
 

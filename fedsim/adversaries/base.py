@@ -31,7 +31,12 @@ class Turn:
     ``global_weights`` describe the round; ``honest()`` is the reply the
     hospital would send if it were honest; ``reply(weights, template,
     claim)`` builds the reply the adversary sends instead; ``rng(salt)`` is
-    the hospital's seeded generator for this round.
+    the hospital's seeded generator for this round. In ``Adversary.attack``::
+
+        def attack(self, turn):
+            honest = turn.honest()                       # train as usual...
+            noisy = [w + turn.rng().normal(0, 0.1, w.shape) for w in weights_of(honest.content)]
+            return turn.reply(noisy, honest)             # ...then send something else
     """
 
     def __init__(self, message: Message, context: Context, call_next, hospital: int, mod: "AttackMod"):

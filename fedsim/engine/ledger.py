@@ -20,7 +20,6 @@ from functools import lru_cache
 import dp_accounting
 import pandas as pd
 from dp_accounting import pld, rdp
-
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
 
 from fedsim.engine.observers import Exchange, RoundObserver, RunState
@@ -135,7 +134,8 @@ class PrivacyLedger(RoundObserver):
     def table(self) -> pd.DataFrame:
         """One row per hospital and mechanism: the privacy each hospital has spent (``PRIVACY_TABLE``)."""
         rows = [
-            {"hospital": h, "technique": c.technique, "unit": c.unit, "mechanism": c.mechanism, "noise_multiplier": c.noise_multiplier,
+            {"hospital": h, "technique": c.technique, "unit": c.unit, "mechanism": c.mechanism,
+             "noise_multiplier": c.noise_multiplier,
              "sampling_rate": c.sampling_rate[h], "steps": self.steps[i][h], "rounds": self.rounds[i][h],
              "epsilon": self.epsilon(i, h), "delta": c.delta[h], "accountant": c.accountant,
              "budget": self.budget.get(h, self.budget.get("default", math.inf))}

@@ -67,7 +67,20 @@ class Exchange:
 
 
 class RoundObserver:
-    """Base class for observers; override ``on_exchange``."""
+    """Base class for observers; override ``on_exchange``. E.g. the update norms of every round::
+
+        class Norms(fs.RoundObserver):
+            def __init__(self):
+                self.rows = []
+
+            def on_exchange(self, exchange):
+                for hospital, content in exchange.updates().items():
+                    sent = weights_of(exchange.sent[hospital].content)
+                    self.rows.append((exchange.server_round, hospital,
+                                      float(np.linalg.norm(flat(weights_of(content)) - flat(sent)))))
+
+        fs.Experiment(..., observers=[Norms()])
+    """
 
     def on_exchange(self, exchange: Exchange) -> None:
         """Called after each round trip, before the strategy aggregates the replies."""
@@ -139,7 +152,8 @@ class ObservingGrid(Grid):
             else:
                 eligible.append(node_id)
         if len(eligible) < self.min_nodes:
-            raise TooFewEligible(f"round {upcoming}: {len(eligible)} hospitals eligible, the strategy needs {self.min_nodes}")
+            raise TooFewEligible(f"round {upcoming}: {len(eligible)} hospitals eligible, the strategy needs "
+                                 f"{self.min_nodes}")
         return eligible
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:

@@ -123,6 +123,17 @@ class Plan:
     - read ``sampled_per_round`` (Flower's cohort, from the unwrapped
       strategy), ``state`` (the round counter) and the training settings.
 
+    For instance, a component that drops every third round's train reply of one hospital::
+
+        def install(self, plan):
+            def mod(message, context, call_next):
+                config = message.content.config_records.get("config", {})
+                if context.node_config["partition-id"] == 0 and config.get("server-round", 1) % 3 == 0:
+                    raise RuntimeError("offline")
+                return call_next(message, context)
+
+            plan.add_mod("availability", mod)
+
     ``secagg`` (set by ``fedsim.privacy.SecAgg``) switches the run onto
     Flower's SecAgg+ workflow: the server sees only masked replies and their
     unmasked sum; the strategy must be FedAvg.

@@ -20,12 +20,12 @@ from collections.abc import Callable
 
 import numpy as np
 from flwr.app import Context, RecordDict
+from flwr.client.mod import fixedclipping_mod as legacy_fixedclipping_mod
 from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.mod import fixedclipping_mod
 from flwr.common import ndarrays_to_parameters
 from flwr.server import ServerConfig
 from flwr.server.compat import LegacyContext
-from flwr.client.mod import fixedclipping_mod as legacy_fixedclipping_mod
-from flwr.clientapp.mod import fixedclipping_mod
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping as LegacyClientSideFixedClipping
 from flwr.server.strategy import FedAvg as LegacyFedAvg
 from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow

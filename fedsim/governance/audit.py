@@ -26,7 +26,7 @@ import json
 import math
 import os
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -147,7 +147,7 @@ class AuditWriter:
     def append(self, kind: str, data: dict) -> dict:
         if self.closed:
             raise RuntimeError("the audit log is closed")
-        entry = {"seq": self.seq, "time": datetime.now(timezone.utc).isoformat(timespec="microseconds"),
+        entry = {"seq": self.seq, "time": datetime.now(UTC).isoformat(timespec="microseconds"),
                  "kind": kind, "data": plain(data), "prev": self.head}
         entry["hash"] = digest(entry)
         if self.key is not None:

@@ -34,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
 from flwr.serverapp.strategy.multikrum import select_multikrum
 

@@ -103,7 +103,8 @@ class CentralDP(Component):
             plan.screens.append(UnchangedModelScreen())
         hospitals = plan.federation.hospitals
         plan.privacy_ledger().add(Charge(
-            technique=self.name, mechanism=self.mechanism, unit="hospital", noise_multiplier=float(self.noise_multiplier),
+            technique=self.name, mechanism=self.mechanism, unit="hospital",
+            noise_multiplier=float(self.noise_multiplier),
             accountant=self.accountant, per="round",
             sampling_rate=dict.fromkeys(hospitals, sampled / len(hospitals)),
             delta=dict.fromkeys(hospitals, self.delta or default_delta(len(hospitals))),

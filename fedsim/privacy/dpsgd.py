@@ -38,7 +38,8 @@ class DPSGD(Component):
     def install(self, plan: Plan) -> None:
         if "dpsgd-clip" in plan.train_settings:
             raise ValueError("privacy: DPSGD is given twice")
-        plan.train_settings.update({"dpsgd-clip": float(self.l2_norm_clip), "dpsgd-noise": float(self.noise_multiplier)})
+        plan.train_settings.update({"dpsgd-clip": float(self.l2_norm_clip),
+                                    "dpsgd-noise": float(self.noise_multiplier)})
         fed = plan.federation
         n_train = {h: int(fed.train_offsets[i + 1] - fed.train_offsets[i]) for i, h in enumerate(fed.hospitals)}
         plan.privacy_ledger().add(Charge(

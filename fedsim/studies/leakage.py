@@ -3,8 +3,9 @@
 Each defense is a set of Experiment changes (``privacy=``, ``batch_size=``,
 ``local_steps=``, ...). The attack watches every run as an observer; under
 SecAgg+ a gradient inversion attacks the aggregate, the only update that
-server sees (one more round runs if needed: it shows in the next broadcast). The worst case for a hospital (batch size 1, one local step) is
-no way to train a model, so the AUROC of each defense can come from a second,
+server sees (one more round runs if needed: it shows in the next broadcast).
+The worst case for a hospital (batch size 1, one local step) is no way to
+train a model, so the AUROC of each defense can come from a second,
 ``utility`` run: the same defense under realistic training settings.
 """
 
@@ -67,7 +68,8 @@ def compare_defenses(experiment: Experiment, attack: Component, defenses: dict[s
     attacked, measured = {}, {}
     for label, changes in defenses.items():
         if not isinstance(changes, dict):
-            raise ValueError(f"defenses[{label!r}]: expected a dict of Experiment changes, got {type(changes).__name__}")
+            raise ValueError(f"defenses[{label!r}]: expected a dict of Experiment changes, "
+                             f"got {type(changes).__name__}")
         label = str(label)
         run = experiment.replace(name=label, **changes)
         watcher = attack

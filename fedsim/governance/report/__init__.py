@@ -36,6 +36,10 @@ from fedsim.governance.report.run_log import Run
 from fedsim.plots import report as figures
 
 
+def _no_epsilon(technique: dict) -> str:
+    return f"**{technique['title']}** (no epsilon of its own): {technique.get('trust_model') or 'no formal guarantee'}"
+
+
 def privacy_statement(doc: Doc, run: Run) -> None:
     """Unit of privacy, trust model, accountant, epsilon and delta per hospital: from each technique's own facts."""
     privacy = run.table("privacy")
@@ -44,9 +48,8 @@ def privacy_statement(doc: Doc, run: Run) -> None:
     if privacy.empty:
         doc.p("**No differential privacy in this run: no formal privacy guarantee.** Raw records never left "
               "a hospital, but the updates and the final model can leak them (see the threat model).")
-        others = [f"{c['title']}: {c.get('trust_model') or 'no formal guarantee'}" for c in techniques]
-        if others:
-            doc.items(others)
+        if techniques:
+            doc.items([_no_epsilon(c) for c in techniques])
         return
     privacy["epsilon"] = pd.to_numeric(privacy.epsilon, errors="coerce")
     lines = []
@@ -54,7 +57,7 @@ def privacy_statement(doc: Doc, run: Run) -> None:
         rows = privacy[privacy.technique == c["name"]] if c.get("spends_epsilon") else privacy.iloc[:0]
         settings = ", ".join(f"{k}={v}" for k, v in c.get("settings", {}).items() if v is not None)
         if rows.empty:
-            lines.append(f"**{c['title']}** (no epsilon of its own): {c.get('trust_model') or 'no formal guarantee'}")
+            lines.append(_no_epsilon(c))
             continue
         lines += [
             f"**{c['title']}**: unit of privacy: {UNITS.get(c.get('unit'), c.get('unit'))}",

@@ -28,7 +28,7 @@ def run(fed, privacy=None, **kwargs):
     return fs.Experiment(federation=fed, model="logreg", rounds=ROUNDS, privacy=privacy, **kwargs).run()
 
 
-def quantization_tolerance(fed, hospitals=None, secagg=SecAgg()):
+def quantization_tolerance(fed, hospitals=None, secagg=None):
     """Bound on the error SecAgg+ adds to FedAvg's weighted mean, over ROUNDS rounds.
 
     Each hospital scales its weights by r_i = n_i / max_weight and rounds them
@@ -38,6 +38,7 @@ def quantization_tolerance(fed, hospitals=None, secagg=SecAgg()):
     mean(n). A factor 2 covers float32 rounding and local training carrying
     the previous round's error over.
     """
+    secagg = secagg or SecAgg()
     n = np.diff(fed.train_offsets)
     used = n if hospitals is None else n[hospitals]
     step = 2 * secagg.clipping_range / secagg.quantization_range

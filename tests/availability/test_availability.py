@@ -53,7 +53,7 @@ def test_min_participation_skips_rounds_with_too_few_replies(iid_fed):
     p = res.participation
     skipped = p[p.event == "rejected"]
     assert not skipped.empty and skipped.reason.str.contains("MinParticipation").all()
-    for round_, rows in p.groupby("round"):
+    for _, rows in p.groupby("round"):
         failed = (rows.event == "failed").sum()
         assert ((rows.event == "rejected").sum() == 10 - failed) == (10 - failed < 6)
     # a skipped round leaves the global model as it was

@@ -3,7 +3,7 @@
 import dataclasses
 import subprocess
 import sys
-from functools import lru_cache
+from functools import cache
 
 import numpy as np
 import pandas as pd
@@ -19,7 +19,7 @@ LABS = ["creatinine", "lactate", "wbc", "glucose", "hemoglobin"]
 COMORBIDITIES = ["diabetes", "hypertension", "ckd", "copd", "heart_failure"]
 
 
-@lru_cache(maxsize=None)
+@cache
 def _gen(scenario="icu_mortality", **knobs):
     return ds.generate(scenario, n_hospitals=20, seed=0, **knobs)
 

@@ -22,7 +22,7 @@ from fedsim.governance import AuditWriter, Policy, report, verify
 from fedsim.governance.audit import digest
 from fedsim.metrics import binary_metrics
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class FlipUpdate:

@@ -131,7 +131,8 @@ def test_evaluate_defense_runs_a_wrapper_against_attacks(iid_fed):
     rows = table.set_index("attack")
     assert rows.loc["sign flip", "rejected_updates"] == 2 * 4
     assert abs(rows.loc["sign flip", "auroc_drop"]) < 0.03
-    assert np.isnan(rows.loc["sign flip", "backdoor_success"]) and rows.loc["model replacement", "backdoor_success"] < 0.2
+    assert np.isnan(rows.loc["sign flip", "backdoor_success"])
+    assert rows.loc["model replacement", "backdoor_success"] < 0.2
     named = fs.evaluate_defense("fedmedian", attacks={"flip": A.SignFlip(hospitals=0.2)}, federation=iid_fed,
                                 seeds=[0], rounds=2, learning_rate=0.1)
     assert isinstance(named, pd.DataFrame) and list(named.attack) == ["flip"] and named.defense[0] == "fedmedian"

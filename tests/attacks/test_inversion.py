@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 
 import fedsim as fs
-from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.attacks import invert_gradient, psnr, recover_labels, ssim, true_gradient, update_as_gradient
 from fedsim.attacks.scores import decode, match, record_scores
+from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.models import cnn, mlp
 from fedsim.privacy.sparsify import sparsify
 from fedsim.training import trainer_for

@@ -12,7 +12,8 @@ def test_sweep_is_tidy_cached_and_plots(small_fed, tmp_path, monkeypatch):
     exp = fs.Experiment(federation=small_fed, model="logreg", rounds=2, learning_rate=0.1)
     settings = [None, DPSGD(noise_multiplier=1.0), [DPSGD(noise_multiplier=2.0), CentralDP(noise_multiplier=0.5)]]
     table = fs.sweep(exp, privacy=settings, seeds=[0, 1], cache=tmp_path)
-    assert list(table.columns) == ["technique", "parameters", "seed", "scope", "metric", "value", "epsilon", "unit", "seconds"]
+    assert list(table.columns) == ["technique", "parameters", "seed", "scope", "metric", "value", "epsilon", "unit",
+                                   "seconds"]
     assert set(table.technique) == {"none", "DPSGD", "DPSGD + CentralDP"}
     assert len(table) == 3 * 2 * (1 + small_fed.n_hospitals) * 5
     glob = table[(table.scope == "global") & (table.metric == "auroc")]

@@ -1,0 +1,109 @@
+"""The package's layers: every import (also inside functions) goes down, never up, and no import cycle exists."""
+
+import ast
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Lowest first; a module may import its own layer (without a cycle) and the layers below it.
+LAYERS = [
+    ("data_synthetic",),
+    ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
+     "fedsim.governance.audit"),
+    ("fedsim.models", "fedsim.training", "fedsim.federation"),
+    ("fedsim.engine", "fedsim.strategies"),
+    ("fedsim.components", "fedsim.results", "fedsim.baselines"),
+    ("fedsim.privacy", "fedsim.adversaries", "fedsim.defenses", "fedsim.availability", "fedsim.attacks"),
+    ("fedsim.governance",),
+    ("fedsim.experiment",),
+    ("fedsim.studies",),
+    ("fedsim.cli",),
+    ("fedsim",),
+]
+
+
+def modules() -> dict[str, Path]:
+    found = {}
+    for package in ("fedsim", "data_synthetic"):
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts)
+            found[name.removesuffix(".__init__")] = path
+    return found
+
+
+def layer(module: str) -> int:
+    """The layer of a module: the one of its longest listed prefix."""
+    best, rank = -1, None
+    for i, prefixes in enumerate(LAYERS):
+        for prefix in prefixes:
+            if (module == prefix or module.startswith(prefix + ".")) and len(prefix) > best:
+                best, rank = len(prefix), i
+    assert rank is not None, f"{module} is in no layer: add it to LAYERS"
+    return rank
+
+
+def imports(name: str, path: Path, known: set[str]) -> set[str]:
+    """Every fedsim/data_synthetic module ``name`` imports, at any depth of the file."""
+    found = set()
+    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = package.split(".")
+                base = ".".join(parts[: len(parts) - node.level + 1] + ([base] if base else []))
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        found |= {t for t in targets if t in known and t != name}
+    # A package's own face (its __init__) is what its submodules are part of, not an import.
+    return {t for t in found if not name.startswith(t + ".")}
+
+
+def graph() -> dict[str, set[str]]:
+    mods = modules()
+    return {name: imports(name, path, set(mods)) for name, path in mods.items()}
+
+
+def test_every_import_goes_down_the_layers():
+    upward = sorted(f"{m} ({layer(m)}) imports {t} ({layer(t)})"
+                    for m, targets in graph().items() for t in targets if layer(t) > layer(m))
+    assert not upward, "upward imports:\n" + "\n".join(upward)
+
+
+def test_there_is_no_import_cycle():
+    edges = graph()
+    index, low, stack, on_stack, cycles = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on_stack.add(v)
+        for w in edges[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on_stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            component = []
+            while True:
+                w = stack.pop()
+                on_stack.discard(w)
+                component.append(w)
+                if w == v:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for v in edges:
+        if v not in index:
+            visit(v)
+    assert not cycles, f"import cycles: {cycles}"
+
+
+def test_data_synthetic_knows_nothing_of_fedsim():
+    assert not {t for m, targets in graph().items() if m.startswith("data_synthetic") for t in targets
+                if t.startswith("fedsim")}
