@@ -11,13 +11,12 @@ from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, tidy
 from fedsim.training import trainer_for
+from fedsim.validation import Instance, Integer, check
 
 
 def _check(fed: Federation, epochs: int) -> None:
-    if not isinstance(fed, Federation):
-        raise ValueError(f"federation: expected a fedsim Federation, got {type(fed).__name__}")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs: must be an integer >= 1, got {epochs!r}")
+    check("federation", fed, Instance(Federation, what="a fedsim Federation"))
+    check("epochs", epochs, Integer(min=1))
 
 
 def centralized(

@@ -29,6 +29,7 @@ import numpy as np
 from fedsim._tf import tf
 from fedsim.models import ModelFn, resolve_model
 from fedsim.training import bce_loss, trainer_for
+from fedsim.validation import Integer, Options, Positive, check
 
 METHODS = ("dlg", "idlg", "geiping")
 
@@ -147,13 +148,9 @@ def invert_gradient(
     total-variation prior; ``total_variation`` is its weight (default 1e-4 for
     ``geiping`` on images, else 0).
     """
-    if method not in METHODS:
-        raise ValueError(f"method: unknown {method!r}; allowed: {list(METHODS)}")
-    for field, value in (("batch_size", batch_size), ("steps", steps)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{field}: must be an integer >= 1, got {value!r}")
-    if not learning_rate > 0:
-        raise ValueError(f"learning_rate: must be > 0, got {learning_rate!r}")
+    check("method", method, Options(*METHODS))
+    batch_size, steps = check("batch_size", batch_size, Integer(min=1)), check("steps", steps, Integer(min=1))
+    check("learning_rate", learning_rate, Positive())
     model_fn = resolve_model(model)
     trainer = trainer_for(model_fn, n_features)
     expected = [tuple(v.shape) for v in trainer.model.trainable_variables]

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from fedsim.training import Trainer
-from fedsim.validation import Integer, NoneValue, Positive, check_fields, param
+from fedsim.validation import Integer, NoneValue, Positive, Real, check_fields, param
 
 
 @dataclass(frozen=True)
@@ -27,9 +27,8 @@ class TrainingRecipe:
     def __post_init__(self):
         check_fields(self)
         if self.dp is not None:
-            ok = (isinstance(self.dp, (tuple, list)) and len(self.dp) == 2
-                  and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in self.dp)
-                  and self.dp[0] > 0 and self.dp[1] >= 0)
+            ok = isinstance(self.dp, (tuple, list)) and len(self.dp) == 2 and Positive().accepts(self.dp[0])[0] \
+                and Real(min=0).accepts(self.dp[1])[0]
             if not ok:
                 raise ValueError(f"dp: must be None or (l2_norm_clip > 0, noise_multiplier >= 0), got {self.dp!r}")
             object.__setattr__(self, "dp", (float(self.dp[0]), float(self.dp[1])))
