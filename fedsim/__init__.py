@@ -37,7 +37,6 @@ __version__ = "0.1.0"
 
 # Kept where earlier code found it: the leakage study lives with the other studies now.
 attacks.compare_defenses = studies.compare_defenses
-attacks.DefenseComparison = studies.DefenseComparison
 
 __all__ = [
     "KNOBS", "REGISTRY", "STRATEGIES", "Component", "Exchange", "Experiment", "Federation", "Plan", "Result",

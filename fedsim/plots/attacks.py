@@ -11,7 +11,7 @@ from fedsim.plots.base import done
 def plot_reconstructions(runs, image_shape: tuple[int, int]):
     """Each run's first reconstructed scan under the original it came from.
 
-    ``runs``: a Result or a {label: Result} dict (e.g. ``DefenseComparison.attacked``),
+    ``runs``: a Result or a {label: Result} dict (e.g. ``LeakageComparison.attacked``),
     each with a gradient inversion in its observers. Titles give the PSNR.
     """
     runs = runs if isinstance(runs, dict) else {runs.name: runs}
@@ -35,12 +35,12 @@ def plot_reconstructions(runs, image_shape: tuple[int, int]):
 
 
 def plot_leakage(table: pd.DataFrame, metric: str = "psnr"):
-    """An attack metric against the model's AUROC, one point per defense (``fedsim.attacks.defense_table``)."""
+    """An attack metric against the model's AUROC, one point per mitigation (``LeakageComparison.table()``)."""
     rows = table[table.metric == metric]
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    sns.scatterplot(rows, x="auroc", y="value", hue="defense", style="defense", s=90, ax=ax)
+    sns.scatterplot(rows, x="auroc", y="value", hue="mitigation", style="mitigation", s=90, ax=ax)
     for _, row in rows.iterrows():
-        ax.annotate(row["defense"], (row["auroc"], row["value"]), textcoords="offset points", xytext=(5, 4),
+        ax.annotate(row["mitigation"], (row["auroc"], row["value"]), textcoords="offset points", xytext=(5, 4),
                     fontsize=8)
     prior = table[table.metric == f"{metric}_prior"]
     if not prior.empty:

@@ -3,14 +3,16 @@
 - ``compare``: several runs side by side, metrics by round;
 - ``sweep``: one experiment with any field varied, over seeds, final metrics beside epsilon;
 - ``evaluate_defense``: one defense against a suite of attacks;
-- ``compare_defenses``: one update attack rerun under several defenses, beside utility.
+- ``compare_mitigations``: one update attack rerun under several mitigations (any Experiment changes),
+  beside utility (``compare_defenses`` is its earlier name).
 """
 
 from fedsim.studies.compare import compare
 from fedsim.studies.defense_bench import default_attacks, evaluate_defense
 from fedsim.studies.grid import Trial, cache_key, run_grid
-from fedsim.studies.leakage import DefenseComparison, compare_defenses
+from fedsim.studies.leakage import LeakageComparison, compare_defenses, compare_mitigations
 from fedsim.studies.sweep import describe, sweep
 
-__all__ = ["DefenseComparison", "Trial", "cache_key", "compare", "compare_defenses", "default_attacks", "describe",
+__all__ = ["LeakageComparison", "Trial", "cache_key", "compare", "compare_defenses", "compare_mitigations",
+           "default_attacks", "describe",
            "evaluate_defense", "run_grid", "sweep"]

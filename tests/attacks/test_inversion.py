@@ -158,19 +158,19 @@ def test_secagg_server_attacks_the_aggregate(scans):
     assert scores["psnr"] < plain["psnr"] - 10
 
 
-def test_defenses_are_compared_on_leakage_and_utility(scans):
+def test_mitigations_are_compared_on_leakage_and_utility(scans):
     experiment = fs.Experiment(federation=scans, model="cnn", rounds=1, batch_size=1, local_steps=1)
-    comparison = fs.attacks.compare_defenses(
+    comparison = fs.studies.compare_mitigations(
         experiment, fs.attacks.GradientInversion(hospital=0, steps=300),
         {"none": {}, "sparsify 1%": {"privacy": fs.privacy.Sparsify(keep=0.01)}, "batch 16": {"batch_size": 16}},
         utility={"batch_size": 16, "local_steps": None, "rounds": 2})
     table = comparison.table()
-    assert list(table.columns) == ["defense", "attack", "hospital", "round", "metric", "value", "auroc"]
-    psnrs = table[table.metric == "psnr"].set_index("defense")["value"]
+    assert list(table.columns) == ["mitigation", "attack", "hospital", "round", "metric", "value", "auroc"]
+    psnrs = table[table.metric == "psnr"].set_index("mitigation")["value"]
     assert psnrs["none"] > psnrs["sparsify 1%"] + 5 and psnrs["none"] > psnrs["batch 16"] + 5
     # AUROC comes from the utility runs: a full local epoch of batch 16, two rounds.
     assert comparison.utility["none"].config["batch_size"] == 16 and comparison.utility["none"].config["rounds"] == 2
-    auroc = table.groupby("defense").auroc.first()
+    auroc = table.groupby("mitigation").auroc.first()
     assert auroc["none"] == comparison.utility["none"].final("auroc") and auroc["none"] == auroc["batch 16"]
     assert comparison.plot_reconstructions().axes and comparison.plot().axes
 
