@@ -76,7 +76,7 @@ class Experiment:
 
     def __post_init__(self):
         check("federation", self.federation, Instance(Federation, what="a fedsim Federation"))
-        resolve_model(self.model)
+        resolve_model(self.model, self.federation.n_features)
         for name, constraints in (("rounds", (Integer(min=1),)), ("local_epochs", (Integer(min=1),)),
                                   ("batch_size", (Integer(min=1),)), ("seed", (Integer(min=0, max=2**32 - 1),)),
                                   ("evaluate_every", (Integer(min=1),)),
@@ -138,15 +138,16 @@ class Experiment:
     def components(self) -> tuple[Component, ...]:
         """Every component of this experiment, in the order they are installed.
 
-        Privacy, defenses (a basic ``UpdateValidator`` comes first when none is
-        given, so no strategy ever aggregates NaN or misshapen arrays),
+        Privacy, defenses (an ``UpdateValidator`` with its default plausibility
+        bounds comes first when none is given; malformed replies never reach
+        any of them: the engine rejects those itself),
         adversaries, availability, then the attacks among the observers (they
         watch what every other component leaves visible). Where each acts is
         its stage (``fedsim.engine.plan``), not this order.
         """
         defenses = self.defenses or ()
         if not any(isinstance(d, UpdateValidator) for d in defenses):
-            defenses = (UpdateValidator(max_norm_ratio=None, max_examples_ratio=None), *defenses)
+            defenses = (UpdateValidator(), *defenses)
         attacks = tuple(o for o in self.observers if isinstance(o, Component))
         return (*(self.privacy or ()), *defenses, *(self.adversaries or ()), *(self.availability or ()), *attacks)
 
@@ -170,8 +171,11 @@ class Experiment:
             plan.add_mod("custom", mod)
         for component in self.components():
             component.install(plan)
-        if self.privacy_budget is not None:
-            plan.privacy_ledger().budget = self._budget()
+        budget = self._budget()
+        for hospital in self.federation.hospitals:
+            cap = budget.get(hospital, budget.get("default"))
+            if cap is not None:
+                plan.privacy_ledger().cap(hospital, cap, "privacy budget")
         return plan
 
     def config(self) -> dict:

@@ -36,11 +36,14 @@ def _is_real(value) -> bool:
 
 
 def _bounds(minimum, maximum, min_open, max_open) -> str:
+    def shown(bound):
+        return f"{bound:g}" if isinstance(bound, float) else str(bound)
+
     parts = []
     if minimum is not None:
-        parts.append(f"{'>' if min_open else '>='} {minimum:g}")
+        parts.append(f"{'>' if min_open else '>='} {shown(minimum)}")
     if maximum is not None:
-        parts.append(f"{'<' if max_open else '<='} {maximum:g}")
+        parts.append(f"{'<' if max_open else '<='} {shown(maximum)}")
     return " and ".join(parts)
 
 

@@ -1,48 +1,54 @@
-"""The update validator: malformed or implausible replies are rejected before aggregation."""
+"""The update validator: implausible replies are rejected before aggregation, and the reason recorded.
 
-from collections import Counter
+Malformed replies never get this far: the engine's own ``ReplyCheck``
+rejects them first (wrong keys, shapes or dtypes, NaN/Inf, unreadable
+arrays, missing or non-positive ``num-examples``). This defense judges the
+well-formed ones by what an honest hospital could plausibly send.
+"""
+
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import Message
 
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen
 from fedsim.engine.messages import claimed_examples
-from fedsim.validation import NoneValue, Positive, param
+from fedsim.validation import NoneValue, Options, Positive, param
+
+LARGEST = "largest"
 
 
 class _Validator(ReplyScreen):
-    def __init__(self, settings: "UpdateValidator"):
-        self.settings = settings
-        self._expected: dict[int, dict] = {}
+    def __init__(self, settings: "UpdateValidator", max_examples: float | None, relative: bool):
+        self.settings, self.max_examples, self.relative = settings, max_examples, relative
 
     def screen(self, exchange: Exchange) -> dict[str, str]:
-        if exchange.message_type != "train":
-            return {}
-        rejected: dict[str, str] = {}
-        norms, claims = {}, {}
-        self._expected = {}  # decoded global weights by id, valid during this call only
-        candidates = {h: m for h, m in exchange.replies.items() if m.has_content() and h not in exchange.rejected}
-        key_sets = Counter(self._metric_keys(m) for m in candidates.values())
-        usual_keys = key_sets.most_common(1)[0][0] if key_sets else None
-        for hospital, reply in candidates.items():
-            sent = exchange.sent.get(hospital)
-            if sent is None or len(sent.content.array_records) != 1 or "arrays" not in sent.content.array_records:
-                return {}  # not a Message-API train round (e.g. SecAgg+'s legacy records): nothing to check
-            problem, norm, claim = self._check(sent, reply, usual_keys)
-            if problem:
-                rejected[hospital] = f"UpdateValidator: {problem}"
-            else:
-                norms[hospital], claims[hospital] = norm, claim
-        s = self.settings
-        if s.max_norm_ratio is not None and len(norms) >= 3:
+        if exchange.message_type != "train" or exchange.secagg_stage is not None:
+            return {}  # under SecAgg+ the server only sees masked vectors: nothing to judge
+        s, rejected, norms, claims = self.settings, {}, {}, {}
+        updates = exchange.updates()
+        global_weights: dict[int, list[np.ndarray]] = {}  # strategies send one shared record: decoded once
+        for hospital, content in updates.items():
+            sent = exchange.sent[hospital].content["arrays"]
+            if id(sent) not in global_weights:
+                global_weights[id(sent)] = [a.numpy().astype(np.float64) for a in sent.values()]
+            arrays = next(iter(content.array_records.values())).values()
+            norms[hospital] = float(np.sqrt(sum(float(np.sum((a.numpy() - g) ** 2))
+                                                for a, g in zip(arrays, global_weights[id(sent)]))))
+            claims[hospital] = float(claimed_examples(content))
+            if s.max_norm is not None and norms[hospital] > s.max_norm:
+                rejected[hospital] = f"UpdateValidator: update norm {norms[hospital]:.3g} > max_norm {s.max_norm:g}"
+            elif self.max_examples is not None and claims[hospital] > self.max_examples:
+                rejected[hospital] = (f"UpdateValidator: implausible num-examples {claims[hospital]:g} "
+                                      f"(> {self.max_examples:g}, {self._examples_bound()})")
+        if self.relative and s.max_norm_ratio is not None and len(norms) >= 3:
             median = float(np.median(list(norms.values())))
             for hospital, norm in norms.items():
                 if median > 0 and norm > s.max_norm_ratio * median:
-                    rejected[hospital] = (f"UpdateValidator: absurd update norm {norm:.3g} "
-                                          f"(> {s.max_norm_ratio:g} x the round's median {median:.3g})")
-        if s.max_examples_ratio is not None and len(claims) >= 3:
+                    rejected.setdefault(hospital, f"UpdateValidator: update norm {norm:.3g} is far outside the "
+                                                  f"cohort's (> {s.max_norm_ratio:g} x the round's median "
+                                                  f"{median:.3g})")
+        if self.relative and s.max_examples_ratio is not None and len(claims) >= 3:
             median = float(np.median(list(claims.values())))
             for hospital, claim in claims.items():
                 if claim > s.max_examples_ratio * median:
@@ -50,59 +56,25 @@ class _Validator(ReplyScreen):
                                                   f"(> {s.max_examples_ratio:g} x the round's median {median:g})")
         return rejected
 
-    @staticmethod
-    def _metric_keys(reply: Message) -> tuple:
-        return tuple(sorted((name, tuple(sorted(r.keys()))) for name, r in reply.content.metric_records.items()))
-
-    def _check(self, sent: Message, reply: Message, usual_keys) -> tuple[str | None, float, float]:
-        s = self.settings
-        content = reply.content
-        if len(content.array_records) != 1:
-            return f"expected one ArrayRecord, got {len(content.array_records)}", 0, 0
-        expected = sent.content["arrays"]
-        record = next(iter(content.array_records.values()))
-        if list(record.keys()) != list(expected.keys()):
-            return f"wrong array keys {list(record.keys())[:5]} (expected {list(expected.keys())[:5]})", 0, 0
-        squared = 0.0
-        if id(expected) not in self._expected:  # the global weights, decoded once per round
-            self._expected[id(expected)] = {k: a.numpy().astype(np.float64) for k, a in expected.items()}
-        global_weights = self._expected[id(expected)]
-        for key in expected.keys():
-            want, got = expected[key], record[key]
-            if tuple(got.shape) != tuple(want.shape):
-                return f"array {key!r} has shape {tuple(got.shape)}, expected {tuple(want.shape)}", 0, 0
-            try:
-                value = got.numpy()
-            except Exception as error:  # undecodable bytes
-                return f"array {key!r} cannot be read ({type(error).__name__})", 0, 0
-            if not np.issubdtype(value.dtype, np.floating):
-                return f"array {key!r} has dtype {value.dtype}, expected floating point", 0, 0
-            if not np.all(np.isfinite(value)):
-                return f"array {key!r} holds NaN or Inf", 0, 0
-            squared += float(np.sum((value.astype(np.float64) - global_weights[key]) ** 2))
-        norm = float(np.sqrt(squared))
-        if s.max_norm is not None and norm > s.max_norm:
-            return f"absurd update norm {norm:.3g} (> max_norm {s.max_norm:g})", norm, 0
-        if usual_keys is not None and self._metric_keys(reply) != usual_keys:
-            return "its metrics differ from the other replies' (keys)", norm, 0
-        claim = claimed_examples(content)
-        if isinstance(claim, bool) or not isinstance(claim, (int, float)) or not np.isfinite(claim) or claim <= 0:
-            return f"implausible num-examples {claim!r}", norm, 0
-        if s.max_examples is not None and claim > s.max_examples:
-            return f"implausible num-examples {claim:g} (> max_examples {s.max_examples:g})", norm, claim
-        return None, norm, float(claim)
+    def _examples_bound(self) -> str:
+        return "the largest hospital's training rows" if self.settings.max_examples == LARGEST else "max_examples"
 
 
 @dataclass(frozen=True)
 class UpdateValidator(Component):
-    """Rejects malformed or implausible train replies before aggregation, and records why.
+    """Rejects implausible train replies before aggregation, and records why.
 
-    Always: a reply must hold one ArrayRecord with the global model's keys
-    and shapes, floating-point and finite values, the same metric keys as the
-    other replies and a positive, finite ``num-examples``. Plausibility, each
-    ``None`` to skip: update norm at most ``max_norm_ratio`` times the round's
-    median (and at most ``max_norm``); claimed examples at most
-    ``max_examples_ratio`` times the round's median (and at most ``max_examples``).
+    Each bound is on by default and ``None`` turns it off:
+    ``max_examples``: the largest example count a reply may claim
+    (``"largest"``: the largest hospital's training rows, which the
+    federation registers); ``max_norm``: an absolute bound on the update's L2
+    norm; ``max_norm_ratio`` / ``max_examples_ratio``: bounds relative to
+    the round's median norm / claim (with at least 3 replies). An honest
+    heterogeneous federation (hospital sizes 10x apart, non-IID data) stays
+    far inside the defaults. Under central DP the cohort-relative bounds are
+    off: the DP clipping already bounds each update, and a decision about one
+    hospital that depends on the others' updates would void the sensitivity
+    the accountant assumes.
     """
 
     family = "defense"
@@ -112,13 +84,21 @@ class UpdateValidator(Component):
     max_norm_ratio: float | None = param(10.0, Positive(), NoneValue())
     max_norm: float | None = param(None, Positive(), NoneValue())
     max_examples_ratio: float | None = param(10.0, Positive(), NoneValue())
-    max_examples: float | None = param(None, Positive(), NoneValue())
+    max_examples: float | str | None = param(LARGEST, Options(LARGEST), Positive(), NoneValue())
+
+    @classmethod
+    def off(cls) -> "UpdateValidator":
+        """Every plausibility bound off: only the engine's structural check stands (an undefended baseline)."""
+        return cls(max_norm_ratio=None, max_norm=None, max_examples_ratio=None, max_examples=None)
 
     @property
     def threats(self) -> tuple[str, ...]:
-        """Poisoning only when a plausibility threshold is on (a structural check stops no attacker)."""
+        """Poisoning only when a plausibility bound is on."""
         settings = (self.max_norm_ratio, self.max_norm, self.max_examples_ratio, self.max_examples)
         return ("poisoning",) if any(v is not None for v in settings) else ()
 
     def install(self, plan: Plan) -> None:
-        plan.screens.append(_Validator(self))
+        largest = float(np.diff(plan.federation.train_offsets).max())
+        max_examples = largest if self.max_examples == LARGEST else self.max_examples
+        central = plan.ledger is not None and any(c.per == "release" for c in plan.ledger.charges)
+        plan.screens.append(_Validator(self, max_examples, relative=not central))

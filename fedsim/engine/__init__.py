@@ -12,7 +12,7 @@ from fedsim.engine.apps import Outcome, make_client_app, serve
 from fedsim.engine.grid import InProcessGrid
 from fedsim.engine.ledger import PrivacyLedger
 from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver, RunState
-from fedsim.engine.plan import STAGES, Plan, SecAggSettings
+from fedsim.engine.plan import STAGES, Plan, SecAggSettings, cohort_size
 from fedsim.engine.secagg import check_plan, serve_secagg
 from fedsim.engine.secagg import client_mods as secagg_mods
 from fedsim.engine.wrapper import StrategyWrapper
@@ -24,7 +24,8 @@ def _client_app_and_loop(plan: Plan):
     """The ClientApp and the server loop a plan runs with (SecAgg+ speaks Flower's legacy fit messages)."""
     secagg = plan.secagg is not None
     mods = secagg_mods(plan) if secagg else plan.client_mods()
-    app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data)
+    app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
+                          steps_run=plan.ledger.steps_run if plan.ledger is not None else None)
     return app, (serve_secagg if secagg else serve)
 
 
@@ -79,9 +80,22 @@ def run_ray(plan: Plan) -> Outcome:
 
 
 def check(plan: Plan, engine: str) -> None:
-    """Refuse, before anything runs, a sealed plan the engine cannot run as specified."""
+    """Refuse, before anything runs, a sealed plan the engine cannot run as specified (it would hang or idle)."""
     if engine not in ENGINES:
         raise ValueError(f"engine: unknown {engine!r}; allowed: {list(ENGINES)}")
+    n, base = plan.federation.n_hospitals, plan.base_strategy
+    sampled = cohort_size(base, n)
+    if sampled < 1:
+        raise ValueError(f"fraction_train: the strategy samples no hospital of the {n} each round "
+                         f"(fraction_train {getattr(base, 'fraction_train', '?')}, min_train_nodes "
+                         f"{getattr(base, 'min_train_nodes', '?')}); nothing would be trained")
+    if sampled > n:
+        raise ValueError(f"strategy: it samples {sampled} hospitals a round (min_train_nodes), the federation has "
+                         f"{n}: the run would wait forever for the others")
+    waits_for = getattr(base, "min_available_nodes", 0)
+    if waits_for > n:
+        raise ValueError(f"strategy: min_available_nodes {waits_for} is more than the federation's {n} hospitals: "
+                         f"the run would wait forever")
     if plan.secagg is not None:
         check_plan(plan)
 

@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 
 from fedsim.engine.observers import ObservingGrid, TooFewEligible
 from fedsim.engine.plan import Plan
+from fedsim.engine.replies import ReplyCheck
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
@@ -41,11 +42,14 @@ def local_schedule(config) -> dict:
 
 
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
-                    legacy_fit: bool = False, local_data: Sequence[Callable] = ()) -> ClientApp:
+                    legacy_fit: bool = False, local_data: Sequence[Callable] = (),
+                    steps_run: dict[tuple[int, int], int] | None = None) -> ClientApp:
     """A ClientApp that trains the shared model on the calling node's hospital.
 
     ``legacy_fit``: train messages and replies use Flower's legacy FitIns /
     FitRes records (what the SecAgg+ workflow and ``secaggplus_mod`` speak).
+    ``steps_run``: where to record the local steps each (round, hospital) really
+    ran (the privacy ledger reads it; in this process only, not the reply's claim).
     """
     app = ClientApp(mods=list(mods))
 
@@ -62,6 +66,9 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
             **local_schedule(config),
             dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
         )
+        if steps_run is not None:
+            key = (int(config["server-round"]), hospital)
+            steps_run[key] = max(steps_run.get(key, 0), steps)
         return weights, {"num-examples": len(y), "train_loss": loss, "local_steps": steps}
 
     @app.train()
@@ -152,9 +159,9 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
     """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
     strategy, base = plan.strategy, plan.base_strategy
     observing = ObservingGrid(
-        grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
+        grid, hospital_of, plan.observers, [ReplyCheck(), *plan.screens], plan.eligibility,
         min_nodes=max(getattr(base, "min_available_nodes", 1), getattr(base, "min_train_nodes", 1)),
-        state=plan.state,
+        state=plan.state, cohort_checks=plan.cohort_checks,
     )
 
     def start(observing: ObservingGrid, evaluation: GlobalEvaluation) -> None:

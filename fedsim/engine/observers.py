@@ -24,13 +24,17 @@ from flwr.supercore.run import Run
 
 # A check returns why a hospital may not take part in the next round, or None.
 Eligibility = Callable[[str], str | None]
+# A cohort check looks at every hospital still eligible at once (a cap whose cost depends on how many
+# take part): the hospitals it keeps out of the next round, with the reason.
+CohortCheck = Callable[[list[str]], dict[str, str]]
 
 
 @dataclass
 class RunState:
-    """Where a run is: the one round counter every component of the run reads."""
+    """Where a run is: the one round counter every component reads, and who was eligible each round."""
 
     completed_rounds: int = 0
+    eligible: dict[int, tuple[str, ...]] = field(default_factory=dict)
 
     @property
     def upcoming(self) -> int:
@@ -110,12 +114,14 @@ class ObservingGrid(Grid):
         eligibility: Sequence[Eligibility] = (),
         min_nodes: int = 1,
         state: RunState | None = None,
+        cohort_checks: Sequence[CohortCheck] = (),
     ):
         self.grid = grid
         self.hospital_of = hospital_of
         self.observers = list(observers)
         self.screens = list(screens)
         self.eligibility = list(eligibility)
+        self.cohort_checks = list(cohort_checks)
         self.min_nodes = min_nodes
         self.state = state if state is not None else RunState()
         self.events: list[dict] = []
@@ -140,8 +146,6 @@ class ObservingGrid(Grid):
 
     def get_node_ids(self) -> Iterable[int]:
         node_ids = list(self.grid.get_node_ids())
-        if not self.eligibility:
-            return node_ids
         upcoming = self.state.upcoming
         eligible = []
         for node_id in node_ids:
@@ -151,6 +155,12 @@ class ObservingGrid(Grid):
                 self.record(upcoming, hospital, "excluded", "; ".join(reasons))
             else:
                 eligible.append(node_id)
+        for check in self.cohort_checks:
+            out = check([self.hospital_of(n) for n in eligible])
+            for hospital, reason in out.items():
+                self.record(upcoming, hospital, "excluded", reason)
+            eligible = [n for n in eligible if self.hospital_of(n) not in out]
+        self.state.eligible[upcoming] = tuple(self.hospital_of(n) for n in eligible)
         if len(eligible) < self.min_nodes:
             raise TooFewEligible(f"round {upcoming}: {len(eligible)} hospitals eligible, the strategy needs "
                                  f"{self.min_nodes}")

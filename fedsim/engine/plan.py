@@ -30,7 +30,7 @@ from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.engine.ledger import PRIVACY_TABLE, PrivacyLedger
-from fedsim.engine.observers import Eligibility, ReplyScreen, RoundObserver, RunState
+from fedsim.engine.observers import CohortCheck, Eligibility, ReplyScreen, RoundObserver, RunState
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
 from fedsim.tables import Schema
@@ -113,8 +113,9 @@ class Plan:
 
     - ``wrap(stage, factory)``: wrap the strategy (``factory(inner) -> Strategy``);
     - ``add_mod(stage, mod)``: a ClientApp mod at its stage;
-    - ``screens``, ``eligibility``, ``observers``: append reply screens, checks
-      of who may take part next round, and exchange observers;
+    - ``screens``, ``eligibility``, ``cohort_checks``, ``observers``: append
+      reply screens, checks of who may take part next round (per hospital, or
+      on the whole cohort at once), and exchange observers;
     - ``train_settings``: extra keys of every hospital's train config;
     - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
       what a hospital trains on (data poisoning), applied in order, never in place;
@@ -153,6 +154,7 @@ class Plan:
     observers: list[RoundObserver] = field(default_factory=list)
     screens: list[ReplyScreen] = field(default_factory=list)
     eligibility: list[Eligibility] = field(default_factory=list)
+    cohort_checks: list[CohortCheck] = field(default_factory=list)
     train_settings: dict = field(default_factory=dict)
     local_data: list[Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=list)
@@ -190,18 +192,22 @@ class Plan:
         self._reports.setdefault(schema.name, (schema, []))[1].append(entry)
 
     def privacy_ledger(self) -> PrivacyLedger:
-        """The run's privacy ledger, attached on first use (as an observer, an eligibility check, a table)."""
+        """The run's privacy ledger, attached on first use (as an observer, a cohort check, a table)."""
         if self.ledger is None:
-            self.ledger = PrivacyLedger(self.federation.hospitals, self.state)
+            self.ledger = PrivacyLedger(self.federation.hospitals, self.state, self.cohort)
             self.observers.append(self.ledger)
-            self.eligibility.append(self.ledger.eligible)
+            self.cohort_checks.append(self.ledger.exclusions)
             self.add_report(PRIVACY_TABLE, self.ledger.table)
         return self.ledger
+
+    def cohort(self, n_eligible: int) -> int:
+        """How many of ``n_eligible`` hospitals the strategy samples for a train round (Flower's rule)."""
+        return min(n_eligible, cohort_size(self.base_strategy, n_eligible))
 
     @property
     def sampled_per_round(self) -> int:
         """How many hospitals the strategy samples each round when all are eligible (Flower's rule)."""
-        return min(self.federation.n_hospitals, cohort_size(self.base_strategy, self.federation.n_hospitals))
+        return self.cohort(self.federation.n_hospitals)
 
     def train_config(self) -> ConfigRecord:
         """The training settings every hospital receives each round."""

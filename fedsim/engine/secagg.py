@@ -23,7 +23,8 @@ from flwr.app import Context, RecordDict
 from flwr.client.mod import fixedclipping_mod as legacy_fixedclipping_mod
 from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.mod import fixedclipping_mod
-from flwr.common import ndarrays_to_parameters
+from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+from flwr.compat.common import recorddict_compat as compat
 from flwr.server import ServerConfig
 from flwr.server.compat import LegacyContext
 from flwr.server.strategy import DifferentialPrivacyClientSideFixedClipping as LegacyClientSideFixedClipping
@@ -37,22 +38,110 @@ from flwr.supercore.run import RunNotRunningException
 from fedsim.engine.apps import GlobalEvaluation, Outcome, run_rounds
 from fedsim.engine.observers import ObservingGrid
 from fedsim.engine.plan import Plan
+from fedsim.engine.replies import ReplyCheck
+from fedsim.engine.wrapper import StrategyWrapper
+
+
+class InputCheck:
+    """The SecAgg+ encoding's own input domain, enforced where the plaintext update is encoded.
+
+    Flower's ``secaggplus_mod`` quantizes whatever the hospital's inner mods
+    return: a NaN, an array of another shape or a weight outside
+    (0, max_weight] would silently corrupt the masked sum (no server can see
+    it). This mod sits just inside ``secaggplus_mod``: an input the encoding
+    cannot represent makes the hospital drop out of the round, with the
+    reason in the participation log. ``max_weight`` bounds the example count
+    a hospital may claim; under central DP every hospital then weighs 1
+    (``uniform``). A real deployment needs input-validating secure
+    aggregation (range proofs) to enforce this against a hospital that
+    rewrites its own client.
+    """
+
+    def __init__(self, max_weight: float, uniform: bool):
+        self.max_weight, self.uniform = max_weight, uniform
+
+    def __call__(self, message, context, call_next):
+        reply = call_next(message, context)
+        if message.metadata.message_type != "train" or not reply.has_content():
+            return reply
+        problem = self.problem(message, reply)
+        if problem:
+            raise ValueError(f"SecAgg+ input check: {problem}")
+        if self.uniform:
+            reply.content.metric_records["fitres.num_examples"]["num_examples"] = 1
+        return reply
+
+    def problem(self, message, reply) -> str | None:
+        """Why the plaintext reply cannot be encoded, or None."""
+        try:
+            fitres = compat.recorddict_to_fitres(reply.content, keep_input=True)
+            arrays = parameters_to_ndarrays(fitres.parameters)
+        except Exception as error:  # noqa: BLE001  (whatever a hostile mod left behind)
+            return f"the reply is not a readable FitRes ({type(error).__name__})"
+        expected = [a.shape for a in parameters_to_ndarrays(
+            compat.recorddict_to_fitins(message.content, keep_input=True).parameters)]
+        if [tuple(a.shape) for a in arrays] != expected:
+            return f"array shapes {[tuple(a.shape) for a in arrays][:4]} are not the model's {expected[:4]}"
+        if not all(np.issubdtype(a.dtype, np.floating) and np.all(np.isfinite(a)) for a in arrays):
+            return "arrays are not all finite floating-point numbers"
+        weight = fitres.num_examples
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not np.isfinite(weight) \
+                or not 0 < weight <= self.max_weight:
+            return f"num-examples {weight!r} is outside (0, max_weight {self.max_weight:g}]"
+        return None
 
 
 def client_mods(plan: Plan) -> list[Callable]:
     """The ClientApp mods of a SecAgg+ run: ``secaggplus_mod`` (the ``protocol`` stage) outermost.
 
-    Every other mod (clipping, local noise, an adversary, a simulated dropout)
-    then runs inside the protocol: only in its collect-masked-vectors stage,
-    on the plaintext fit message and reply, before the reply is masked. A mod
-    that raises there is a hospital dropping out after sharing its keys.
+    Just inside it, the encoding's ``InputCheck``. Every other mod (clipping,
+    local noise, an adversary, a simulated dropout) runs inside those: only
+    in the collect-masked-vectors stage, on the plaintext fit message and
+    reply, before the reply is masked. A mod that raises there is a hospital
+    dropping out after sharing its keys.
     """
     # Hospitals clip for client-side central DP inside the protocol, in the legacy format it speaks.
     swap = {fixedclipping_mod: legacy_fixedclipping_mod}
     mods = [swap.get(mod, mod) for mod in plan.client_mods()]
     if mods[:1] != [secaggplus_mod]:
         raise ValueError("privacy: a SecAgg+ run needs secaggplus_mod as its outermost mod (fedsim.privacy.SecAgg)")
-    return mods
+    claims = plan.secagg.max_weight or float(np.diff(plan.federation.train_offsets).max())
+    return [secaggplus_mod, InputCheck(claims, uniform=_client_side_dp(plan) is not None), *mods[1:]]
+
+
+def max_weight(plan: Plan) -> float:
+    """The largest weight a hospital may bring to the masked sum (1 under central DP: uniform weights)."""
+    if _client_side_dp(plan) is not None:
+        return 1.0
+    return plan.secagg.max_weight or float(np.diff(plan.federation.train_offsets).max())
+
+
+class _CalibratedLegacyDP(LegacyClientSideFixedClipping):
+    """Flower's legacy client-side DP wrapper, its noise sized each round for the sum SecAgg+ really unmasked.
+
+    A dropped hospital neither voids the round nor thins the noise; each
+    released aggregate is charged to the ledger (``release``).
+    """
+
+    def __init__(self, strategy, noise_multiplier: float, clipping_norm: float, sampled: int, release):
+        super().__init__(strategy, noise_multiplier, clipping_norm, sampled)
+        self.release = release
+        self.sampled: dict[int, int] = {}
+
+    def configure_fit(self, server_round, parameters, client_manager):
+        instructions = super().configure_fit(server_round, parameters, client_manager)
+        self.sampled[server_round] = len(instructions)
+        return instructions
+
+    def aggregate_fit(self, server_round, results, failures):
+        sampled = self.sampled.pop(server_round, len(results))
+        if not results:
+            return None, {}
+        self.num_sampled_clients = len(results)
+        parameters, metrics = super().aggregate_fit(server_round, results, [])
+        if parameters is not None:
+            self.release(server_round, sampled)
+        return parameters, metrics
 
 
 class _LoggedAsEvents(logging.Filter):
@@ -89,16 +178,18 @@ class _LegacyObservingGrid(ObservingGrid):
 
 
 def _client_side_dp(plan: Plan) -> DifferentialPrivacyClientSideFixedClipping | None:
-    """The client-side fixed-clipping DP wrapper around FedAvg, if that is the plan's strategy."""
+    """The client-side fixed-clipping DP wrapper around FedAvg, if the plan's privacy wrapper holds one."""
     strategy = plan.strategy
+    if isinstance(strategy, StrategyWrapper):  # the central-DP mechanism's calibrating wrapper
+        strategy = strategy.strategy
     return strategy if isinstance(strategy, DifferentialPrivacyClientSideFixedClipping) else None
 
 
 def check_plan(plan: Plan) -> tuple[float, int, int]:
     """The legacy FedAvg's sampling (fraction, min fit, min available), after checking the plan fits SecAgg+."""
     settings, strategy = plan.secagg, plan.strategy
-    if _client_side_dp(plan) is not None:  # distributed DP: hospitals clip, the server noises the sum
-        strategy = strategy.strategy
+    if (dp := _client_side_dp(plan)) is not None:  # distributed DP: hospitals clip, the server noises the sum
+        strategy = dp.strategy
     if type(strategy) is not FedAvg:
         what = (f"strategy {type(plan.base_strategy).__name__}" if strategy is plan.base_strategy else
                 f"{type(strategy).__name__} (a server-side wrapper: it would need the individual updates the "
@@ -125,12 +216,11 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> O
     """``serve`` for a Plan with ``secagg`` set: FedAvg whose every fit round is SecAgg+."""
     settings = plan.secagg
     fraction, min_fit, min_available = check_plan(plan)
-    fed = plan.federation
-    max_weight = settings.max_weight or float(np.diff(fed.train_offsets).max())
-    observing = _LegacyObservingGrid(grid, hospital_of, plan.observers, plan.screens, plan.eligibility,
-                                     min_nodes=min_available, state=plan.state)
+    observing = _LegacyObservingGrid(grid, hospital_of, plan.observers,
+                                     [ReplyCheck(settings.modulus_range), *plan.screens], plan.eligibility,
+                                     min_nodes=min_available, state=plan.state, cohort_checks=plan.cohort_checks)
     secagg = SecAggPlusWorkflow(
-        settings.num_shares, settings.reconstruction_threshold, max_weight=max_weight,
+        settings.num_shares, settings.reconstruction_threshold, max_weight=max_weight(plan),
         clipping_range=float(settings.clipping_range), quantization_range=settings.quantization_range,
         modulus_range=settings.modulus_range, timeout=settings.timeout,
     )
@@ -162,8 +252,10 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> O
             fit_metrics_aggregation_fn=lambda metrics: {},
         )
         if (dp := _client_side_dp(plan)) is not None:
-            strategy = LegacyClientSideFixedClipping(strategy, dp.noise_multiplier, dp.clipping_norm,
-                                                     dp.num_sampled_clients)
+            release = plan.strategy.ledger.release
+            technique = plan.strategy.technique
+            strategy = _CalibratedLegacyDP(strategy, dp.noise_multiplier, dp.clipping_norm, dp.num_sampled_clients,
+                                           lambda server_round, sampled: release(technique, server_round, sampled))
         context = LegacyContext(
             Context(run_id=observing.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),
             config=ServerConfig(num_rounds=plan.rounds), strategy=strategy,

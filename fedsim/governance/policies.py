@@ -106,24 +106,20 @@ class PolicyEnforcer:
                                       "action": action, "detail": detail})
 
     def eligible(self, hospital: str) -> str | None:
+        """Why ``hospital`` may not take part: a max_epsilon in a run without DP (its epsilon is unbounded)."""
         policy = self.policies.get(hospital)
-        if policy is None or policy.max_epsilon is None:
+        if policy is None or policy.max_epsilon is None or self.plan.ledger is not None:
             return None
-        upcoming = self.plan.state.upcoming
-        ledger = self.plan.ledger
-        if ledger is None or not ledger.charges:
-            reason = f"policy: max_epsilon {policy.max_epsilon:g}, but the run has no DP (epsilon unbounded)"
-        else:
-            reason = None
-            for i, charge in enumerate(ledger.charges):
-                spent = ledger.epsilon(i, hospital, charge.next_steps[hospital])
-                if spent > policy.max_epsilon:
-                    reason = (f"policy: one more round of {charge.mechanism} would reach epsilon {spent:.3f} "
-                              f"> max_epsilon {policy.max_epsilon:g}")
-                    break
-        if reason:
-            self._enforce(upcoming, hospital, "max_epsilon", "excluded from round", reason)
+        reason = f"policy: max_epsilon {policy.max_epsilon:g}, but the run has no DP (epsilon unbounded)"
+        self._enforce(self.plan.state.upcoming, hospital, "max_epsilon", "excluded from round", reason)
         return reason
+
+    def _sync(self) -> None:
+        """The ledger's exclusions made for a policy's max_epsilon, as enforcements."""
+        ledger = self.plan.ledger
+        for (server_round, hospital), (source, reason) in (ledger.exclusions_made.items() if ledger else ()):
+            if source == "policy":
+                self._enforce(server_round, hospital, "max_epsilon", "excluded from round", reason)
 
     def install(self) -> None:
         plan = self.plan
@@ -137,7 +133,12 @@ class PolicyEnforcer:
                                   f"policy: evaluate=false; its {n} test rows are not used")
             plan.federation = without_test_rows(fed, no_eval)
         if any(p.max_epsilon is not None for p in self.policies.values()):
-            plan.eligibility.append(self.eligible)
+            if plan.ledger is None:
+                plan.eligibility.append(self.eligible)
+            else:  # the ledger keeps it at or below its cap, on the cohort as a whole
+                for hospital, policy in self.policies.items():
+                    if policy.max_epsilon is not None:
+                        plan.ledger.cap(hospital, policy.max_epsilon, "policy")
         plan.add_report(POLICY, self.table, name="Policies")
 
     def suppressed(self) -> dict[str, str]:
@@ -164,11 +165,13 @@ class PolicyEnforcer:
 
     def drain(self) -> list[dict]:
         """Enforcements not yet handed out (the audit log writes each once)."""
+        self._sync()
         new = self.enforcements[self._drained:]
         self._drained = len(self.enforcements)
         return new
 
     def table(self) -> pd.DataFrame:
+        self._sync()
         return POLICY.frame(self.enforcements)
 
 

@@ -219,34 +219,42 @@ class AuditTrail(RoundObserver):
         witnessed.__name__ = name_of(check)
         return witnessed
 
+    def witness_cohort(self, check):
+        """Wrap a cohort check the same way."""
+        def witnessed(hospitals: list[str]) -> dict[str, str]:
+            out = check(hospitals)
+            for hospital, reason in out.items():
+                self.excluded.setdefault(self.plan.state.upcoming, {}).setdefault(hospital, reason)
+            return out
+
+        return witnessed
+
     def write_policies(self) -> None:
         if self.enforcer is not None:
             for row in self.enforcer.drain():
                 self.writer.append("policy", row)
 
-    def _privacy(self, responding: list[str]) -> dict:
-        """Per mechanism, each charged hospital's cumulative steps and rounds, and its epsilon where capped.
+    def _privacy(self, server_round: int, responding: list[str]) -> dict:
+        """Per mechanism, each charged hospital's cumulative steps and rounds so far, and its epsilon where capped.
 
-        Epsilon is computed only for hospitals under a cap (a privacy budget or
-        a policy's max_epsilon): their eligibility check has just run the
-        accountant for the same steps, so it is cached. For the others one
-        accountant call per hospital and round would slow DP runs down a lot
-        (dp-accounting: ~0.1 s RDP, ~1 s PLD); the steps logged here fix
-        their epsilon, and the result entry holds the final epsilons.
+        Central releases are charged after aggregation, so a round entry shows
+        them from the next round on (the result entry holds the final ledger).
+        Epsilon is computed only for hospitals under a cap: their eligibility
+        check has just run the accountant for the same releases, so it is
+        cached. For the others one accountant call per hospital and round
+        would slow DP runs down a lot (dp-accounting: ~0.1 s RDP, ~1 s PLD);
+        the steps logged here fix their epsilon.
         """
         ledger = self.plan.ledger
         if ledger is None or not ledger.charges:
             return {}
-        policies = self.enforcer.policies if self.enforcer is not None else {}
-        capped = {h for h in self.plan.federation.hospitals
-                  if ledger.budget.get(h, ledger.budget.get("default")) is not None
-                  or (h in policies and policies[h].max_epsilon is not None)}
         spent = {}
         for i, charge in enumerate(ledger.charges):
-            charged = self.plan.federation.hospitals if charge.per == "round" else responding
+            charged = (self.plan.state.eligible.get(server_round, self.plan.federation.hospitals)
+                       if charge.per == "release" else responding)
             spent[charge.mechanism] = {
-                h: {"steps": ledger.steps[i][h], "rounds": ledger.rounds[i][h],
-                    **({"epsilon": ledger.epsilon(i, h)} if h in capped else {})}
+                h: {"steps": sum(ledger.events[i][h].values()), "rounds": ledger.rounds[i][h],
+                    **({"epsilon": ledger.epsilon(i, h)} if h in ledger.caps else {})}
                 for h in charged}
         return spent
 
@@ -274,7 +282,7 @@ class AuditTrail(RoundObserver):
             "excluded": self.excluded.get(exchange.server_round, {}),
             "update_norms": norms,
             "clipping_and_noise": {"client_training": settings, "strategy": clipping},
-            "privacy_spent": self._privacy(responding),
+            "privacy_spent": self._privacy(exchange.server_round, responding),
             "aggregation": aggregation_decisions(self.plan.strategy, exchange),
         })
 
@@ -294,6 +302,7 @@ class Governance:
         self.writer = AuditWriter(self.path, key)
         self.trail = AuditTrail(self.writer, plan, self.enforcer)
         plan.eligibility[:] = [self.trail.witness(check) for check in plan.eligibility]
+        plan.cohort_checks[:] = [self.trail.witness_cohort(check) for check in plan.cohort_checks]
         plan.observers.append(self.trail)
         plan.seal()
         config = plain(experiment.config())

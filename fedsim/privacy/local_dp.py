@@ -7,8 +7,8 @@ from flwr.clientapp.mod import LocalDpMod
 
 from fedsim.components import Component
 from fedsim.engine import Plan
-from fedsim.engine.ledger import ACCOUNTANTS, Charge
-from fedsim.validation import NoneValue, Options, Positive, Real, param
+from fedsim.engine.ledger import ACCOUNTANTS, Charge, check_delta
+from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 
 
 @dataclass(frozen=True)
@@ -35,14 +35,16 @@ class LocalDP(Component):
     delta: float = param(1e-5, Real(min=0, max=1, min_open=True, max_open=True))
     sensitivity: float | None = param(None, Positive(), NoneValue())
     accountant: str = param("rdp", Options(*ACCOUNTANTS))
+    allow_large_delta: bool = param(False, Boolean())
 
     def install(self, plan: Plan) -> None:
+        hospitals = plan.federation.hospitals
+        check_delta(self.delta, len(hospitals), "hospital", self.allow_large_delta)
         sensitivity = self.sensitivity or self.clipping_norm
         plan.add_mod("privacy", LocalDpMod(self.clipping_norm, sensitivity, self.epsilon, self.delta))
-        hospitals = plan.federation.hospitals
         plan.privacy_ledger().add(Charge(
             technique=self.name, mechanism="local DP (Gaussian)", unit="hospital",
             noise_multiplier=math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon,
             accountant=self.accountant, per="reply", sampling_rate=dict.fromkeys(hospitals, 1.0),
-            delta=dict.fromkeys(hospitals, self.delta), next_steps=dict.fromkeys(hospitals, 1),
+            delta=dict.fromkeys(hospitals, self.delta), steps_per_round=dict.fromkeys(hospitals, 1),
         ))

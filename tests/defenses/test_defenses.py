@@ -55,12 +55,15 @@ def test_validator_rejects_implausible_norms_and_claims(iid_fed):
                       adversaries=[A.GaussianNoise(hospitals=["H004"]), A.InflatedClaim(hospitals=["H005"])]).run()
     p = res.participation.set_index(["round", "hospital"])
     assert len(p) == 2 * 3
-    assert "absurd update norm" in p.loc[(1, "H004"), "reason"]
+    assert "far outside the cohort's" in p.loc[(1, "H004"), "reason"]
     assert "implausible num-examples" in p.loc[(1, "H005"), "reason"]
-    # without the plausibility checks (the default validator), both get through
+    # the default validator is this one; with every plausibility bound off, both get through
     default = _experiment(iid_fed, adversaries=[A.GaussianNoise(hospitals=["H004"]),
                                                 A.InflatedClaim(hospitals=["H005"])]).run()
-    assert default.participation.empty
+    pd.testing.assert_frame_equal(default.participation, res.participation)
+    off = _experiment(iid_fed, defenses=D.UpdateValidator.off(),
+                      adversaries=[A.GaussianNoise(hospitals=["H004"]), A.InflatedClaim(hospitals=["H005"])]).run()
+    assert off.participation.empty
 
 
 def test_validator_rejects_wrong_keys_and_missing_claims(small_fed):
@@ -75,11 +78,11 @@ def test_validator_rejects_wrong_keys_and_missing_claims(small_fed):
 
     res = _experiment(small_fed, rounds=1, client_mods=[odd_mod]).run()
     reasons = res.participation.set_index("hospital").reason
-    assert "wrong array keys" in reasons["H001"] and "num-examples" in reasons["H002"]
+    assert "reply check: array keys" in reasons["H001"] and "num-examples -5 is not above 0" in reasons["H002"]
 
 
 def test_norm_bounding_clips_every_update_to_the_bound(small_fed):
-    res = _experiment(small_fed, rounds=2, defenses=D.NormBound(max_norm=0.1),
+    res = _experiment(small_fed, rounds=2, defenses=[D.UpdateValidator.off(), D.NormBound(max_norm=0.1)],
                       adversaries=A.SignFlip(hospitals=["H000"], scale=10.0)).run()
     log = res.tables["defenses"]
     assert set(log.action) == {"clipped"} and (log.value > 0.1).all()
@@ -151,3 +154,17 @@ def test_bad_defense_settings_name_the_field(small_fed):
         fs.evaluate_defense("krum", federation=None)
     with pytest.raises(ValueError, match="defenses"):
         fs.Experiment(federation=small_fed, defenses=[object()])
+
+
+@pytest.mark.parametrize("changes", [{}, {"local_epochs": 3, "learning_rate": 0.3},
+                                     {"privacy": fs.privacy.DPSGD(noise_multiplier=1.0)},
+                                     {"fraction_train": 0.5}])
+def test_the_default_validator_leaves_honest_heterogeneous_hospitals_alone(changes):
+    """Hospital sizes ~10x apart and strongly non-IID data: no honest reply is judged implausible."""
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=10, n_patients=6000, seed=4, quantity_skew=1.0,
+                                  label_skew=1.0, covariate_shift=1.0, measurement_shift=1.0, missingness=1.0,
+                                  concept_shift=1.0)
+    sizes = fed.summary().n_train
+    assert sizes.max() > 5 * sizes.min()
+    res = _experiment(fed, rounds=4, **changes).run()
+    assert res.participation.empty, res.participation.reason.tolist()

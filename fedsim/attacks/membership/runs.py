@@ -104,11 +104,11 @@ def _warn_unmimicked(config: dict) -> None:
     """Warn when central shadows cannot mimic parts of a federated run.
 
     Mimicked: local training settings (DP-SGD among them, from
-    ``client_training``), observers, and screens that rework nothing.
+    ``client_training``), observers, and the update validator (it only
+    rejects implausible replies: an honest run's shadows meet none).
     """
     others = [c["name"] for c in config.get("components", ())
-              if c["family"] != "attack" and c["name"] != "dpsgd"
-              and not (c["family"] == "defense" and not c["threats"])]
+              if c["family"] != "attack" and c["name"] not in ("dpsgd", "update_validator")]
     if others or config.get("strategy") not in (None, "fedavg"):
         warnings.warn(f"attack_result: shadows are trained centrally and ignore strategy "
                       f"{config.get('strategy')!r} and components {others}; pass experiment= for federated "
