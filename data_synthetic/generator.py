@@ -11,7 +11,7 @@ import pandas as pd
 
 from . import scm
 from .cards import ScenarioCard, load_card
-from .knobs import KNOBS, MIN_PATIENTS, hospital_table
+from .knobs import KNOBS, MAX_HOSPITALS, MAX_PATIENTS, MAX_SEED, MIN_PATIENTS, hospital_table
 
 STREAMS = ("patients",) + KNOBS
 
@@ -33,10 +33,9 @@ def generate(scenario: str | ScenarioCard, n_hospitals: int = 20, n_patients: in
     Knobs (see KNOBS) are 0 for IID hospitals, 1 for the documented "strong" level; default: the card's.
     """
     card = scenario if isinstance(scenario, ScenarioCard) else load_card(scenario)
-    n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1)
-    seed = _integer("seed", seed, minimum=0)
-    n_patients = 800 * n_hospitals if n_patients is None else _integer(
-        "n_patients", n_patients, minimum=MIN_PATIENTS * n_hospitals)
+    n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1, maximum=MAX_HOSPITALS)
+    seed = _integer("seed", seed, minimum=0, maximum=MAX_SEED)
+    n_patients = _patients(n_patients, n_hospitals, per_hospital=800, maximum=MAX_PATIENTS)
     knobs = {name: _knob(name, value) for name, value in {**card.knobs, **knobs}.items()}
 
     rngs = dict(zip(STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(STREAMS)))))
@@ -96,12 +95,24 @@ def _blank(v, hospitals, idx, rng):
         v[name][off | (rng.random(len(idx), dtype=np.float32) < rate)] = np.nan
 
 
-def _integer(field, value, minimum):
+def _integer(field, value, minimum, maximum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise ValueError(f"{field} must be an integer, got {value!r}")
     if value < minimum:
         raise ValueError(f"{field} must be >= {minimum}, got {value}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{field} must be <= {maximum}, got {value}")
     return int(value)
+
+
+def _patients(n_patients, n_hospitals, per_hospital, maximum):
+    """``n_patients`` checked (``per_hospital`` each by default), at most ``maximum`` (a memory cap)."""
+    n = per_hospital * n_hospitals if n_patients is None else _integer(
+        "n_patients", n_patients, minimum=MIN_PATIENTS * n_hospitals)
+    if n > maximum:
+        default = f" ({per_hospital} per hospital by default)" if n_patients is None else ""
+        raise ValueError(f"n_patients must be <= {maximum} (a memory cap), got {n}{default}")
+    return n
 
 
 def _knob(name, value):

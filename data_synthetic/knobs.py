@@ -15,6 +15,9 @@ from .scm import ADMISSION_MIX, LABS, MEDIAN_AGE, VITALS
 KNOBS = ("quantity_skew", "label_skew", "covariate_shift", "measurement_shift", "missingness", "concept_shift")
 
 MIN_PATIENTS = 20  # per hospital
+MAX_HOSPITALS = 100_000  # memory caps: generating MAX_PATIENTS peaks at about 1 GB
+MAX_PATIENTS = 5_000_000
+MAX_SEED = 2**32 - 1
 ZIPF_EXPONENT = 1.0  # size ~ rank ** -(exponent * quantity_skew)
 INTERCEPT_SD = 0.9  # outcome log-odds shift
 AGE_SHIFT_SD = 7.0  # years, shift of the median age

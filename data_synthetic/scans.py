@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .generator import _integer
-from .knobs import MIN_PATIENTS, hospital_ids, hospital_sizes
+from .generator import _integer, _patients
+from .knobs import MAX_HOSPITALS, MAX_SEED, hospital_ids, hospital_sizes
 
 IMAGE_SCENARIOS = ("lesion_scans",)
 SCAN_KNOBS = ("scanner_shift", "label_skew")
@@ -25,6 +25,7 @@ IMAGE_SIZES = (32, 64)
 STREAMS = ("sizes", "anatomy", "noise") + SCAN_KNOBS
 
 PATIENTS_PER_HOSPITAL = 200  # default, on average
+MAX_PIXELS = 2**25  # memory cap on n_patients * image_size**2: about 1 GB while the scans are drawn
 SIZE_SKEW = 0.25  # mild Zipf-like spread of hospital sizes (see knobs.hospital_sizes)
 PREVALENCE = 0.35  # share of scans with a lesion at label_skew 0
 PREVALENCE_LOGIT_SD = 0.8  # hospital shift of the lesion log-odds at label_skew 1
@@ -64,13 +65,12 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
 
     Knobs are 0 for identical hospitals and 1 for the documented "strong" level.
     """
-    n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1)
+    n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1, maximum=MAX_HOSPITALS)
     image_size = _integer("image_size", image_size, minimum=1)
     if image_size not in IMAGE_SIZES:
         raise ValueError(f"image_size must be one of {list(IMAGE_SIZES)}, got {image_size}")
-    seed = _integer("seed", seed, minimum=0)
-    n_patients = PATIENTS_PER_HOSPITAL * n_hospitals if n_patients is None else _integer(
-        "n_patients", n_patients, minimum=MIN_PATIENTS * n_hospitals)
+    seed = _integer("seed", seed, minimum=0, maximum=MAX_SEED)
+    n_patients = _patients(n_patients, n_hospitals, PATIENTS_PER_HOSPITAL, maximum=MAX_PIXELS // image_size**2)
     knobs = {"scanner_shift": _knob("scanner_shift", scanner_shift), "label_skew": _knob("label_skew", label_skew)}
 
     rngs = dict(zip(STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(STREAMS)))))

@@ -10,10 +10,12 @@ given by their registry name and settings::
     observers: [{name: gradient_inversion, hospital: 0, round: 1}]
 
 Bad input (config, arguments) prints one ``error: ...`` line and exits 2;
-``fedsim audit verify`` exits 1 when the log was tampered with.
+``fedsim run`` exits 1 when the run stopped early (too few hospitals eligible,
+see participation.csv) and ``fedsim audit verify`` when the log was tampered with.
 """
 
 import argparse
+import os
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -24,6 +26,7 @@ import yaml
 import data_synthetic
 import fedsim as fs
 from fedsim.plots import plot_comparison
+from fedsim.validation import Seq, Text, check
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
                    "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
@@ -37,6 +40,8 @@ def load_config(path: str) -> dict:
         config = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
         raise ValueError(f"config: file {path!r} not found") from None
+    except OSError as error:
+        raise ValueError(f"config: cannot read {path!r} ({error.strerror})") from None
     except yaml.YAMLError as error:
         raise ValueError(f"config: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(config, dict) or "federation" not in config:
@@ -63,10 +68,15 @@ def build_federation(spec: dict) -> fs.Federation:
         raise ValueError("federation: expected a mapping")
     spec = dict(spec)
     if "path" in spec:
-        path = Path(spec.pop("path"))
-        if not path.exists():
-            raise ValueError(f"federation.path: file {str(path)!r} not found")
-        df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        path = Path(check("federation.path", spec.pop("path"), Text()))
+        if not path.is_file():
+            raise ValueError(f"federation.path: file {str(path)!r} not found"
+                             + (" (it is a folder)" if path.is_dir() else ""))
+        try:
+            df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        except (OSError, ValueError) as error:  # unreadable, or not a table (pandas' and pyarrow's errors)
+            reason = (str(error).strip() or type(error).__name__).splitlines()[0]
+            raise ValueError(f"federation.path: cannot read {str(path)!r} as a table ({reason})") from None
         try:
             return fs.Federation.from_dataframe(df, **spec)
         except TypeError as error:
@@ -77,17 +87,33 @@ def build_federation(spec: dict) -> fs.Federation:
         raise ValueError(f"federation: {error}") from None
 
 
-def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path:
-    """Run the configured experiment (and baselines); write metrics, config, a figure and the audit log."""
+def out_folder(folder: Path) -> Path:
+    """The ``--out`` folder, created (parents too); refused if it is a file or cannot be written."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"--out: {str(folder)!r} is a file, expected a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"--out: cannot create folder {str(folder)!r} ({error.strerror})") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ValueError(f"--out: folder {str(folder)!r} is not writable")
+    return folder
+
+
+def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
+    """Run the configured experiment (and baselines); write metrics, config, a figure and the audit log.
+
+    Returns the exit code: 0, or 1 when the run stopped early (too few hospitals eligible).
+    """
     config = load_config(config_path)
     experiment = build_experiment(config)
     fed = experiment.federation
-    baselines = config.get("baselines") or []
+    baselines = list(check("baselines", config.get("baselines") or [], Seq(Text(), what="a list of baseline names")))
     unknown = [b for b in baselines if b not in BASELINES]
     if unknown:
         raise ValueError(f"baselines: unknown {unknown}; allowed: {sorted(BASELINES)}")
     epochs = experiment.rounds * experiment.local_epochs
-    folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"
+    folder = out_folder(Path(out or f"results/{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"))
     key = fs.governance.load_key(audit_key) if audit_key else None
     result = experiment.replace(out=folder, audit_key=key).run()  # writes folder/audit.jsonl
     runs = {experiment.label: result}
@@ -113,7 +139,14 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> Path
     written = ["metrics.csv", *(f"{n}.csv" for n in ("privacy", "participation", "adversaries", "attacks")
                                 if (folder / f"{n}.csv").exists()), "config.yaml", "auroc.png", "audit.jsonl"]
     print(f"\nwrote {folder}/: {', '.join(written)}")
-    return folder
+    stops = result.participation.query("event == 'stopped' and hospital == '*'")
+    if stops.empty:
+        return 0
+    stop = stops.iloc[0]
+    trained = "the untrained model" if stop["round"] <= 1 else f"the model after round {stop['round'] - 1}"
+    print(f"warning: the run stopped before round {stop['round']} of {experiment.rounds} ({stop['reason']}); "
+          f"the metrics are those of {trained}, see {folder}/participation.csv", file=sys.stderr)
+    return 1
 
 
 def parse_vary(items: list[str]) -> dict[str, list]:
@@ -139,9 +172,9 @@ def sweep(config_path: str, vary: list[str], seeds: list[int], out: str | None) 
     """Sweep the configured experiment over the varied fields and seeds; write the table (cached runs)."""
     config = load_config(config_path)
     experiment = build_experiment(config)
-    table = fs.sweep(experiment, seeds=seeds, **parse_vary(vary))
-    folder = Path(out) if out else Path("results") / f"{Path(config_path).stem}-sweep-{datetime.now():%Y%m%d-%H%M%S}"
-    folder.mkdir(parents=True, exist_ok=True)
+    varied = parse_vary(vary)
+    folder = out_folder(Path(out or f"results/{Path(config_path).stem}-sweep-{datetime.now():%Y%m%d-%H%M%S}"))
+    table = fs.sweep(experiment, seeds=seeds, **varied)
     table.to_csv(folder / "sweep.csv", index=False)
     final = table[(table.scope == "global") & (table.metric == "auroc")]
     keys = [c for c in final.columns if c not in ("scope", "metric", "value", "epsilon", "unit", "seconds", "seed")]
@@ -162,8 +195,7 @@ def generate(args) -> None:
             raise ValueError(f"knob: expected NAME=NUMBER, got {item!r}") from None
     cohort = data_synthetic.generate(args.scenario, n_hospitals=args.hospitals, n_patients=args.patients,
                                      seed=args.seed, **knobs)
-    folder = Path(args.out)
-    folder.mkdir(parents=True, exist_ok=True)
+    folder = out_folder(Path(args.out))
     cohort.patients.to_parquet(folder / "patients.parquet", index=False)
     cohort.hospitals.to_parquet(folder / "hospitals.parquet", index=False)
     print(f"wrote {len(cohort.patients)} patients in {len(cohort.hospitals)} hospitals to {folder}/")
@@ -224,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         if args.command == "run":
-            run(args.config, args.out, args.audit_key)
+            return run(args.config, args.out, args.audit_key)
         elif args.command == "sweep":
             sweep(args.config, args.vary, args.seeds, args.out)
         elif args.command == "audit":
@@ -240,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
             generate(args)
     except ValueError as error:
         print(f"error: {error}", file=sys.stderr)
+        return 2
+    except OSError as error:  # a file or folder the command needs (permission denied, is a directory, ...)
+        print(f"error: {error.filename or type(error).__name__}: {error.strerror or error}", file=sys.stderr)
         return 2
     return 0
 

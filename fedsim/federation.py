@@ -7,6 +7,8 @@ An image federation's rows are flattened pixels (``image_shape`` gives them back
 """
 
 import dataclasses
+import numbers
+from collections.abc import Hashable
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,8 +16,11 @@ import pandas as pd
 
 import data_synthetic
 from fedsim.plots import plot_federation
+from fedsim.validation import Instance, Integer, NoneValue, Positive, Real, Seq, Text, check
 
 SCHEMES = ("iid", "dirichlet", "quantity")
+TEST_SIZE = Real(min=0, max=1, min_open=True, max_open=True)
+SEED = Integer(min=0, max=2**32 - 1)
 
 
 class Preprocessor:
@@ -34,9 +39,13 @@ class Preprocessor:
         self.features = list(features)
         self.numeric = [c for c in features if pd.api.types.is_numeric_dtype(train[c])]
         self.categorical = [c for c in features if c not in self.numeric]
-        numbers = train[self.numeric].astype("float64")
-        self.mean = numbers.mean().fillna(0.0).to_numpy()
-        self.std = numbers.std(ddof=0).fillna(1.0).replace(0.0, 1.0).to_numpy()
+        values = train[self.numeric].astype("float64")
+        with np.errstate(over="ignore", invalid="ignore"):
+            mean, std = values.mean(), values.std(ddof=0)
+        _check_numbers(values, values.isna().all() | (np.isfinite(mean) & np.isfinite(std)),
+                       "the standard deviation overflows float64")
+        self.mean = mean.fillna(0.0).to_numpy()
+        self.std = std.fillna(1.0).replace(0.0, 1.0).to_numpy()
         self.flagged = [c for c in self.numeric if train[c].isna().any()]
         self.categories = {
             c: sorted(train[c].dropna().astype(str).unique()) for c in self.categorical
@@ -52,8 +61,13 @@ class Preprocessor:
         missing = [c for c in self.features if c not in df.columns]
         if missing:
             raise ValueError(f"columns: missing {missing}; the model was trained on {self.features}")
-        numbers = df[self.numeric].astype("float64").to_numpy()
-        scaled = np.nan_to_num((numbers - self.mean) / self.std, nan=0.0)
+        if df.columns.duplicated().any():
+            raise ValueError(f"columns: duplicated names {df.columns[df.columns.duplicated()].unique().tolist()}")
+        values = df[self.numeric].astype("float64")
+        with np.errstate(over="ignore", invalid="ignore"):
+            scaled = ((values.to_numpy() - self.mean) / self.std).astype(np.float32)
+        _check_numbers(values, ~np.isinf(scaled).any(axis=0), "standardised values overflow float32")
+        scaled = np.nan_to_num(scaled, nan=0.0)
         flags = df[self.flagged].isna().to_numpy(dtype=np.float64)
         onehots = [
             (df[c].astype(str).to_numpy()[:, None] == np.array(self.categories[c])[None, :])
@@ -63,10 +77,57 @@ class Preprocessor:
         return np.hstack([scaled, flags, *onehots]).astype(np.float32)
 
 
+def _check_numbers(values: pd.DataFrame, fine, overflow: str) -> None:
+    """Refuse the first numeric column holding an infinity, or one not ``fine`` (values so large that ``overflow``)."""
+    infinite = np.isinf(values.to_numpy()).any(axis=0)
+    for column, inf, ok in zip(values.columns, infinite, np.asarray(fine)):
+        if inf:
+            found = ", ".join(sorted({str(v) for v in values[column] if np.isinf(v)}))
+            raise ValueError(f"features: column {column!r} holds non-finite values ({found}); "
+                             f"use NaN for a missing value")
+        if not ok:
+            raise ValueError(f"features: column {column!r} holds values too large to standardise (magnitude up to "
+                             f"{np.nanmax(np.abs(values[column])):g}: {overflow}); rescale it")
+
+
+def _kind(value) -> str:
+    if isinstance(value, str):
+        return "string"
+    return "number" if isinstance(value, (numbers.Number, np.bool_)) else type(value).__name__
+
+
+def _one_type(field: str, values: pd.Series) -> None:
+    """Refuse a column mixing value types: 1 and "1" would be two values (or one, written as text)."""
+    if not (pd.api.types.is_object_dtype(values) or isinstance(values.dtype, pd.CategoricalDtype)):
+        return
+    examples = {}
+    for value in pd.unique(values.dropna()):
+        examples.setdefault(_kind(value), value)
+    if len(examples) > 1:
+        raise ValueError(f"{field}: column {values.name!r} mixes value types ({', '.join(sorted(examples))}: "
+                         f"{', '.join(repr(examples[k]) for k in sorted(examples))}); convert it to one type")
+
+
+def _table(df) -> None:
+    """Refuse what is not a DataFrame with distinct column names, or one with the ``split`` column fedsim adds."""
+    check("df", df, Instance(pd.DataFrame, what="a pandas DataFrame"))
+    duplicated = df.columns[df.columns.duplicated()].unique().tolist()
+    if duplicated:
+        raise ValueError(f"df: duplicated column names {duplicated}; rename them")
+    if "split" in df.columns:
+        raise ValueError("df: has a 'split' column, where fedsim marks each row train or test; rename it")
+
+
+def _column(field: str, df: pd.DataFrame, name) -> None:
+    if not isinstance(name, Hashable) or name not in df.columns:
+        raise ValueError(f"{field}: column {name!r} not found; columns are {list(df.columns)}")
+
+
 def _binary_target(values: pd.Series, positive) -> np.ndarray:
     """0/1 labels from a two-valued column; ``positive`` names the class coded 1."""
     if values.isna().any():
         raise ValueError(f"target: {int(values.isna().sum())} rows have no outcome; drop or label them")
+    _one_type("target", values)
     classes = sorted(values.unique(), key=str)
     if len(classes) != 2:
         raise ValueError(f"target: must be binary (two distinct values), found {len(classes)}: {classes[:5]}")
@@ -82,7 +143,14 @@ def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, rng: np.rand
     frame = pd.DataFrame({"site": sites, "y": y, "key": rng.random(len(y))})
     rank = frame.sort_values("key").groupby(["site", "y"]).cumcount().sort_index()
     size = frame.groupby(["site", "y"])["y"].transform("size")
-    return (rank < np.round(test_size * size)).to_numpy()
+    is_test = (rank < np.round(test_size * size)).to_numpy()
+    for rows, what, advice in ((~is_test, "training", "lower"), (is_test, "test", "raise")):
+        empty = sorted(map(str, set(sites) - set(sites[rows])))
+        if empty:
+            raise ValueError(f"test_size: {test_size} leaves {len(empty)} hospital(s) without {what} rows, e.g. "
+                             f"{empty[0]!r} ({int((sites == empty[0]).sum())} rows); {advice} test_size or give "
+                             f"those hospitals more rows")
+    return is_test
 
 
 @dataclass(frozen=True, eq=False)
@@ -125,17 +193,19 @@ class Federation:
         ``Preprocessor``). Each hospital's rows are split into train and test,
         stratified by outcome, before any statistic is computed.
         """
-        if not isinstance(df, pd.DataFrame):
-            raise ValueError(f"df: expected a pandas DataFrame, got {type(df).__name__}")
-        for field, column in (("target", target), ("site", site)):
-            if column not in df.columns:
-                raise ValueError(f"{field}: column {column!r} not found; columns are {list(df.columns)}")
-        if not 0 < test_size < 1:
-            raise ValueError(f"test_size: must be in (0, 1), got {test_size}")
+        _table(df)
+        _column("target", df, target)
+        _column("site", df, site)
+        if site == target:
+            raise ValueError(f"site: the site and target columns must differ, both are {site!r}")
+        test_size, seed = check("test_size", test_size, TEST_SIZE), check("seed", seed, SEED)
+        check("name", name, Text())
         if df[site].isna().any():
             raise ValueError(f"site: {int(df[site].isna().sum())} rows have no site")
+        _one_type("site", df[site])
         if df[site].nunique() < 2:
             raise ValueError(f"site: a federation needs at least 2 sites, column {site!r} has {df[site].nunique()}")
+        features = check("features", features, NoneValue(), Seq(Instance(Hashable), what="a list of column names"))
         features = [c for c in df.columns if c not in (target, site)] if features is None else list(features)
         unknown = [c for c in features if c not in df.columns or c in (target, site)]
         if unknown or not features:
@@ -186,7 +256,7 @@ class Federation:
         if not (np.isfinite(images).all() and images.min() >= 0 and images.max() <= 1):
             raise ValueError("images: pixel values must be finite and in [0, 1]")
         n = len(images)
-        labels, sites = np.asarray(labels), np.asarray(sites)
+        labels, sites = np.asarray(labels), np.asarray(sites, dtype=object)  # objects: 1 and "1" stay apart
         for field, values in (("labels", labels), ("sites", sites)):
             if values.shape != (n,):
                 raise ValueError(f"{field}: expected one value per image, shape ({n},), got shape {values.shape}")
@@ -195,13 +265,14 @@ class Federation:
             raise ValueError(f"labels: must be binary 0/1 with both classes present, found {classes[:5]}")
         if pd.isna(sites).any():
             raise ValueError(f"sites: {int(pd.isna(sites).sum())} images have no site")
+        _one_type("sites", pd.Series(sites, name="sites"))
         sites = sites.astype(str)
         if len(set(sites)) < 2:
             raise ValueError(f"sites: a federation needs at least 2 sites, got {len(set(sites))}")
-        if data is not None and (not isinstance(data, pd.DataFrame) or len(data) != n):
-            raise ValueError(f"data: expected a pandas DataFrame with one row per image ({n})")
-        if not 0 < test_size < 1:
-            raise ValueError(f"test_size: must be in (0, 1), got {test_size}")
+        if data is not None and (not isinstance(data, pd.DataFrame) or len(data) != n or "split" in data.columns):
+            raise ValueError(f"data: expected a pandas DataFrame with one row per image ({n}) and no 'split' column")
+        test_size, seed = check("test_size", test_size, TEST_SIZE), check("seed", seed, SEED)
+        check("name", name, Text())
         if site == target:
             raise ValueError(f"site: the site and target columns need different names, both are {site!r}")
 
@@ -254,14 +325,15 @@ class Federation:
         smaller alpha = more skew). ``quantity``: hospital sizes follow
         Dirichlet(alpha) proportions. Every hospital gets at least ``min_rows``.
         """
-        if scheme not in SCHEMES:
+        if not isinstance(scheme, str) or scheme not in SCHEMES:
             raise ValueError(f"scheme: unknown {scheme!r}; allowed: {list(SCHEMES)}")
-        if not isinstance(n_hospitals, int) or n_hospitals < 2:
-            raise ValueError(f"n_hospitals: must be an integer >= 2, got {n_hospitals!r}")
-        if alpha <= 0:
-            raise ValueError(f"alpha: must be > 0, got {alpha}")
-        if target not in df.columns:
-            raise ValueError(f"target: column {target!r} not found; columns are {list(df.columns)}")
+        n_hospitals = check("n_hospitals", n_hospitals, Integer(min=2))
+        alpha, min_rows = check("alpha", alpha, Positive()), check("min_rows", min_rows, Integer(min=1))
+        seed = check("seed", seed, SEED)
+        _table(df)
+        if "hospital" in df.columns:
+            raise ValueError("df: has a 'hospital' column, where partition puts each row's hospital; rename or drop it")
+        _column("target", df, target)
         if len(df) < n_hospitals * min_rows:
             raise ValueError(f"n_hospitals: {len(df)} rows cannot give {n_hospitals} hospitals {min_rows} rows each")
         rng = np.random.default_rng(seed)
@@ -382,6 +454,7 @@ def synthetic_federation(
     Image scenarios (``data_synthetic.IMAGE_SCENARIOS``: ``lesion_scans``) take
     ``image_size`` (32 by default, or 64) and the knobs of ``data_synthetic.SCAN_KNOBS``.
     """
+    check("n_hospitals", n_hospitals, Integer(min=2))
     if scenario in data_synthetic.IMAGE_SCENARIOS:
         unknown = sorted(set(knobs) - set(data_synthetic.SCAN_KNOBS))
         if unknown:

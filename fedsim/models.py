@@ -48,10 +48,36 @@ def cnn(n_features: int, filters: int = 12, activation: str = "tanh") -> tf.kera
 MODELS: dict[str, ModelFn] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
 
 
-def resolve_model(model: str | ModelFn) -> ModelFn:
-    """A model name or a callable ``n_features -> tf.keras.Model`` (one logit out)."""
-    if callable(model):
-        return model
-    if model not in MODELS:
+def resolve_model(model: str | ModelFn, n_features: int | None = None) -> ModelFn:
+    """A model name or a callable ``n_features -> tf.keras.Model`` (one logit out).
+
+    Given ``n_features``, the model is also built once and checked (``build_model``).
+    """
+    if not (callable(model) or isinstance(model, str) and model in MODELS):
         raise ValueError(f"model: unknown {model!r}; allowed: {sorted(MODELS)} or a callable")
-    return MODELS[model]
+    model_fn = model if callable(model) else MODELS[model]
+    if n_features is not None:
+        build_model(model_fn, n_features)
+    return model_fn
+
+
+def build_model(model_fn: ModelFn, n_features: int) -> tf.keras.Model:
+    """``model_fn(n_features)`` built, checked to be a tf.keras model giving one logit per row (n, 1)."""
+    wanted = "model: must return a tf.keras model with one logit output (n, 1)"
+    try:
+        model = model_fn(n_features)
+    except TypeError as error:
+        raise ValueError(f"model: calling it with n_features={n_features} failed ({error})") from None
+    if not isinstance(model, tf.keras.Model):
+        raise ValueError(f"{wanted}; got {type(model).__name__}")
+    try:
+        model.build((None, n_features))
+        output = model(tf.zeros((2, n_features)), training=False)
+    except (TypeError, ValueError, tf.errors.OpError) as error:
+        raise ValueError(f"model: does not take inputs of shape (n, {n_features}) "
+                         f"({str(error).strip().splitlines()[0]})") from None
+    if not tf.is_tensor(output):
+        raise ValueError(f"{wanted}; got {type(output).__name__} of {len(tf.nest.flatten(output))} outputs")
+    if output.shape != (2, 1):
+        raise ValueError(f"{wanted}; got output shape {(None, *output.shape[1:])}")
+    return model

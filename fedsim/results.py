@@ -15,6 +15,7 @@ from fedsim.models import ModelFn
 from fedsim.plots import plot_rounds
 from fedsim.tables import METRICS as METRICS_TABLE
 from fedsim.tables import PARTICIPATION
+from fedsim.validation import Instance, check
 
 
 @dataclass(eq=False)
@@ -87,12 +88,16 @@ class Result:
         or for images (n, height, width) with pixels in [0, 1] for an image federation."""
         fed = self.federation
         if fed.image_shape is None:
+            check("data", data, Instance(pd.DataFrame, what="a pandas DataFrame with the training columns"))
             x = fed.preprocessor.transform(data)
         else:
-            x = np.asarray(data, np.float32)
-            if x.shape[1:] != tuple(fed.image_shape):
-                raise ValueError(f"data: expected images of shape (n, {fed.image_shape[0]}, {fed.image_shape[1]}), "
-                                 f"got {x.shape}")
+            wanted = f"data: expected images of shape (n, {fed.image_shape[0]}, {fed.image_shape[1]})"
+            try:
+                x = np.asarray(data, np.float32)
+            except (TypeError, ValueError):  # not numbers, or ragged
+                raise ValueError(f"{wanted}, got {type(data).__name__}") from None
+            if x.ndim != 3 or x.shape[1:] != tuple(fed.image_shape):
+                raise ValueError(f"{wanted}, got {type(data).__name__} of shape {x.shape}")
             x = x.reshape(len(x), -1)
         return tf.sigmoid(self.model(x, training=False)[:, 0]).numpy()
 

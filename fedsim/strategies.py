@@ -6,6 +6,7 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy import Strategy
 
 from fedsim._flower import flower_log_level
+from fedsim.validation import Integer, Mapping, NoneValue, Real, check
 
 STRATEGIES: dict[str, type[Strategy]] = {
     "fedavg": flwr_strategy.FedAvg,
@@ -29,6 +30,22 @@ THREATS: dict[str, tuple[str, ...]] = {name: ("poisoning", "backdoor")
 # Where Flower's default makes the named strategy a no-op (FedProx with mu=0 is FedAvg).
 DEFAULT_OPTIONS: dict[str, dict] = {"fedprox": {"proximal_mu": 0.1}}
 
+# The valid range of the numeric options of Flower's strategies (where Flower would fail at run time or misbehave).
+OPTION_RANGES = {
+    "min_train_nodes": Integer(min=0), "min_available_nodes": Integer(min=1),
+    "num_malicious_nodes": Integer(min=0), "num_nodes_to_select": Integer(min=1),
+    "beta": Real(min=0, max=0.5, max_open=True), "proximal_mu": Real(min=0),
+    "eta": Real(min=0, min_open=True), "eta_l": Real(min=0, min_open=True), "tau": Real(min=0, min_open=True),
+    "beta_1": Real(min=0, max=1, max_open=True), "beta_2": Real(min=0, max=1, max_open=True),
+    "server_learning_rate": Real(min=0, min_open=True), "server_momentum": Real(min=0, max=1, max_open=True),
+}
+
+# Options fedsim sets itself, and what to do instead.
+RESERVED_OPTIONS = {
+    "fraction_train": "use Experiment(fraction_train=...) instead",
+    "fraction_evaluate": "fedsim evaluates every hospital's test split on the server, Flower's evaluation stays off",
+}
+
 
 def strategy_label(strategy: str | Strategy) -> str:
     """A strategy's name: the one it was given by, or its class name."""
@@ -49,6 +66,7 @@ def make_strategy(strategy: str | Strategy, fraction_train: float, options: dict
     hospital's test split on the server). ``options`` go to the constructor,
     e.g. ``{"proximal_mu": 0.01}`` or ``{"eta": 0.05}``.
     """
+    options = dict(check("strategy_options", options, Mapping(), NoneValue()) or {})
     if isinstance(strategy, Strategy):
         if options:
             raise ValueError("strategy_options: only for a strategy given by name; configure the instance instead")
@@ -56,10 +74,14 @@ def make_strategy(strategy: str | Strategy, fraction_train: float, options: dict
     if not isinstance(strategy, str) or strategy.lower() not in STRATEGIES:
         raise ValueError(f"strategy: unknown {strategy!r}; allowed: {sorted(STRATEGIES)} or a flwr Strategy instance")
     name = strategy.lower()
-    kwargs = {"fraction_train": fraction_train, "fraction_evaluate": 0.0,
-              **DEFAULT_OPTIONS.get(name, {}), **(options or {})}
+    for key, value in options.items():
+        if key in RESERVED_OPTIONS:
+            raise ValueError(f"strategy_options.{key}: set by fedsim, not an option; {RESERVED_OPTIONS[key]}")
+        if key in OPTION_RANGES:
+            options[key] = check(f"strategy_options.{key}", value, OPTION_RANGES[key])
+    kwargs = {"fraction_train": fraction_train, "fraction_evaluate": 0.0, **DEFAULT_OPTIONS.get(name, {}), **options}
     try:
         with flower_log_level(logging.ERROR):  # no warning that fraction_evaluate=0 skips evaluation
             return STRATEGIES[name](**kwargs)
-    except TypeError as error:
+    except (TypeError, ValueError) as error:  # an unknown option, or a value Flower refuses
         raise ValueError(f"strategy_options: {error}") from None

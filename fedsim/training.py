@@ -19,7 +19,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradie
 from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  # noqa: E402, I001
 
 from fedsim._tf import tf
-from fedsim.models import ModelFn, resolve_model
+from fedsim.models import ModelFn, build_model, resolve_model
 
 Weights = list[np.ndarray]
 
@@ -51,8 +51,7 @@ class Trainer:
     def __init__(self, model_fn: ModelFn, n_features: int):
         self.model_fn = model_fn
         self.n_features = n_features
-        self.model = model_fn(n_features)
-        self.model.build((None, n_features))
+        self.model = build_model(model_fn, n_features)
         self.loss = tf.keras.losses.BinaryCrossentropy(from_logits=True)
         self.model.compile(loss=self.loss)  # fast gradient clipping reads the loss's reduction here
         self._initial: dict[int, Weights] = {}

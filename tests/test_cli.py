@@ -1,8 +1,13 @@
+import os
+
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
+from fedsim import cli
 from fedsim.cli import main
+from fedsim.strategies import make_strategy
 
 TINY = {
     "federation": {"scenario": "icu_mortality", "n_hospitals": 3, "n_patients": 600, "seed": 0, "label_skew": 0.5},
@@ -96,3 +101,98 @@ def test_sweep_varies_any_field_over_seeds(tmp_path, capsys):
     assert (final[final.technique == "DPSGD"].epsilon < float("inf")).all()
     assert main(["sweep", write(tmp_path, TINY), "--vary", "privacy=dpsgd"]) == 2
     assert "error: vary: privacy: expected a non-empty list" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"strategy": "multikrum", "strategy_options": {"num_nodes_to_select": 0}},
+         "strategy_options.num_nodes_to_select: must be an integer >= 1, got 0"),
+        ({"strategy": "fedtrimmedavg", "strategy_options": {"beta": 0.5}},
+         "strategy_options.beta: must be a finite number >= 0 and < 0.5, got 0.5"),
+        ({"strategy_options": {"fraction_train": 0.5}},
+         "strategy_options.fraction_train: set by fedsim, not an option; use Experiment(fraction_train=...) instead"),
+        ({"strategy_options": {"fraction_evaluate": 1.0}}, "strategy_options.fraction_evaluate: set by fedsim"),
+        ({"strategy_options": {"min_available_nodes": 0}}, "strategy_options.min_available_nodes: must be an integer"),
+        ({"strategy_options": {"min_train_nodes": 1.5}}, "strategy_options.min_train_nodes: must be an integer >= 0"),
+        ({"strategy_options": [1]}, "strategy_options: must be a mapping or None, got [1]"),
+        ({"strategy_options": {"colour": 1}}, "strategy_options: "),
+        ({"baselines": [{"a": 1}]}, "baselines: must be a list of baseline names, got [{'a': 1}]"),
+        ({"baselines": "centralized"}, "baselines: must be a list of baseline names"),
+    ],
+)
+def test_bad_strategy_options_and_baselines_name_the_field(tmp_path, capsys, options, message):
+    assert main(["run", write(tmp_path, {**TINY, **options}), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_make_strategy_refuses_options_that_are_not_a_mapping():
+    for options in ([1], "beta=0.1", 3):
+        with pytest.raises(ValueError, match="^strategy_options: must be a mapping or None"):
+            make_strategy("fedavg", 1.0, options)
+    given = {"beta": np.float64(0.1)}
+    assert make_strategy("fedtrimmedavg", 1.0, given).beta == 0.1 and given == {"beta": 0.1}
+
+
+def one_line_error(capsys, message: str) -> None:
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and message in err, err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_unreadable_inputs_and_outputs_are_one_line_errors(tmp_path, capsys):
+    config = write(tmp_path, TINY)
+    (tmp_path / "file").write_text("x")
+    assert main(["run", str(tmp_path)]) == 2
+    one_line_error(capsys, f"config: cannot read {str(tmp_path)!r} (Is a directory)")
+    assert main(["run", str(tmp_path / "missing" / "c.yaml")]) == 2
+    one_line_error(capsys, "config: file")
+    if os.geteuid() != 0:  # root reads files whatever their mode
+        locked = tmp_path / "locked.yaml"
+        locked.write_text("federation: {}")
+        locked.chmod(0)
+        assert main(["run", str(locked)]) == 2
+        one_line_error(capsys, "config: cannot read")
+    assert main(["run", config, "--out", str(tmp_path / "file")]) == 2
+    one_line_error(capsys, f"--out: {str(tmp_path / 'file')!r} is a file, expected a folder")
+    assert main(["run", config, "--out", str(tmp_path / "file" / "results")]) == 2
+    one_line_error(capsys, "--out: cannot create folder")
+    (tmp_path / "table.parquet").write_text("not parquet")
+    for path, message in ((tmp_path, f"federation.path: file {str(tmp_path)!r} not found (it is a folder)"),
+                          (tmp_path / "table.parquet", "federation.path: cannot read")):
+        table = {"federation": {"path": str(path), "target": "y", "site": "s"}}
+        assert main(["run", write(tmp_path, table)]) == 2
+        one_line_error(capsys, message)
+
+
+def test_data_generate_refuses_bad_sizes_seeds_and_folders(tmp_path, capsys):
+    (tmp_path / "file").write_text("x")
+    for args, message in ((["--out", str(tmp_path / "file")], "--out: "),
+                          (["--hospitals", "100000000"], "n_hospitals must be <= 100000, got 100000000"),
+                          (["--patients", "100000000"], "n_patients must be <= 5000000 (a memory cap)"),
+                          (["--seed", str(2**32)], "seed must be <= 4294967295"),
+                          (["--seed", "-1"], "seed must be >= 0")):
+        assert main(["data", "generate", "icu_mortality", "--hospitals", "2", *args]) == 2
+        one_line_error(capsys, message)
+
+
+def test_a_run_where_no_hospital_may_train_warns_and_exits_1(tmp_path, capsys):
+    config = {**TINY, "baselines": [], "policies": {"default": {"max_epsilon": 1.0}}}  # no DP: nobody takes part
+    out = tmp_path / "out"
+    assert main(["run", write(tmp_path, config), "--out", str(out)]) == 1
+    err = capsys.readouterr().err.split("\r")[-1]  # after the progress bar
+    assert err.startswith("warning: the run stopped before round 1 of 2 (round 1: 0 hospitals eligible")
+    assert "the untrained model" in err and err.count("\n") == 1
+    stops = pd.read_csv(out / "participation.csv").query("event == 'stopped'")
+    assert list(stops.hospital) == ["*"]
+
+
+def test_other_os_errors_are_one_line_errors(tmp_path, capsys, monkeypatch):
+    def denied(*args):
+        raise PermissionError(13, "Permission denied", "table.csv")
+
+    monkeypatch.setattr(cli, "run", denied)
+    assert main(["run", write(tmp_path, TINY)]) == 2
+    one_line_error(capsys, "error: table.csv: Permission denied")

@@ -4,6 +4,8 @@ import pytest
 
 import fedsim as fs
 from fedsim.federation import Preprocessor
+from fedsim.models import logreg
+from fedsim.training import initial_weights
 
 
 def test_from_dataframe_splits_each_site_and_encodes_columns(mixed_table):
@@ -109,3 +111,119 @@ def test_synthetic_federation_is_deterministic_and_summarised(small_fed):
 def test_federation_plot_has_four_panels(small_fed):
     fig = small_fed.plot()
     assert len(fig.axes) >= 4
+
+
+@pytest.mark.parametrize(
+    "change, kwargs, message",
+    [
+        (lambda df: df.assign(outcome=[1 if i % 3 else "1" for i in df.index]), {},  # two "classes": 1 and "1"
+         r"^target: column 'outcome' mixes value types \(number, string: 1, '1'\); convert it to one type"),
+        (lambda df: df.assign(outcome=[int(d) if i % 2 else str(int(d)) for i, d in enumerate(df.outcome == "died")]),
+         {}, "^target: .*mixes value types"),
+        (lambda df: df.assign(site=[1 if i % 2 else "1" for i in df.index]), {}, r"^site: .*mixes value types \("),
+        (lambda df: df.assign(lactate=np.full(len(df), np.inf)), {}, r"^features: column 'lactate' holds non-finite "
+                                                                     r"values \(inf\)"),
+        (lambda df: df.assign(age=np.where(df.index % 2, -np.inf, df.age)), {}, r"^features: column 'age' .*\(-inf\)"),
+        (lambda df: df.assign(age=np.where(df.index == 0, 1e308, df.age)), {},
+         "^features: column 'age' holds values too large to standardise"),
+        (lambda df: df.assign(age=np.where(df.index % 2, 1e200, -1e200)), {}, "^features: column 'age' .* too large"),
+        (lambda df: df, {"test_size": 0.999}, r"^test_size: 0.999 leaves 3 hospital\(s\) without training rows"),
+        (lambda df: df, {"test_size": 0.001}, r"^test_size: 0.001 leaves 3 hospital\(s\) without test rows"),
+        (lambda df: pd.concat([df, df.head(2).assign(site="west")]), {},
+         "^test_size: 0.2 leaves 1 hospital.* without test rows, e.g. 'west' \\(2 rows\\)"),
+        (lambda df: df, {"test_size": "0.2"}, "^test_size: must be a finite number > 0 and < 1, got '0.2'"),
+        (lambda df: df, {"seed": 2**32}, "^seed: must be an integer >= 0 and <= "),
+        (lambda df: pd.concat([df, df[["age"]]], axis=1), {}, r"^df: duplicated column names \['age'\]"),
+        (lambda df: df.assign(split="x"), {}, "^df: has a 'split' column"),
+        (lambda df: df, {"features": "age"}, "^features: must be None or a list of column names"),
+        (lambda df: df, {"target": ["outcome"]}, r"^target: column \['outcome'\] not found"),
+        (lambda df: df, {"site": "outcome"}, "^site: the site and target columns must differ"),
+        (lambda df: df.to_dict(), {}, "^df: must be a pandas DataFrame"),
+    ],
+)
+def test_tables_fedsim_would_misread_are_refused(mixed_table, change, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        fs.Federation.from_dataframe(change(mixed_table), **{"target": "outcome", "site": "site", **kwargs})
+
+
+def test_one_type_per_column_is_fine(mixed_table):
+    numbered = mixed_table.assign(site=mixed_table.site.map({"north": 1, "south": 2, "east": 3}),
+                                  outcome=(mixed_table.outcome == "died").astype(object))
+    fed = fs.Federation.from_dataframe(numbered, target="outcome", site="site")
+    assert fed.hospitals == ("1", "2", "3")
+    assert fed.y_train.sum() + fed.y_test.sum() == (mixed_table.outcome == "died").sum()
+
+
+def test_preprocessor_refuses_values_it_cannot_standardise():
+    for values, message in (([1.0, np.inf, 3.0], r"non-finite values \(inf\)"),
+                            ([1.0, 2.0, 1e308], "the standard deviation overflows float64"),
+                            ([1e154, -1e154, 0.0], "the standard deviation overflows float64")):
+        with pytest.raises(ValueError, match=f"^features: column 'x' .*{message}"):
+            Preprocessor(pd.DataFrame({"x": values}), ["x"])
+    pre = Preprocessor(pd.DataFrame({"x": [1.0, 2.0, np.nan]}), ["x"])
+    with pytest.raises(ValueError, match="^features: column 'x' .*standardised values overflow float32"):
+        pre.transform(pd.DataFrame({"x": [1e45]}))
+    with pytest.raises(ValueError, match=r"^features: column 'x' holds non-finite values \(-inf\)"):
+        pre.transform(pd.DataFrame({"x": [-np.inf]}))
+    with pytest.raises(ValueError, match=r"^columns: duplicated names \['x'\]"):
+        pre.transform(pd.DataFrame([[1.0, 2.0]], columns=["x", "x"]))
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"alpha": "0.5"}, "^alpha: must be a finite number > 0, got '0.5'"),
+        ({"n_hospitals": 2.0}, "^n_hospitals: must be an integer >= 2"),
+        ({"min_rows": 0}, "^min_rows: must be an integer >= 1"),
+        ({"scheme": ["iid"]}, "^scheme: unknown"),
+        ({"test_size": 0.999}, "^test_size: 0.999 leaves"),
+        ({"df": "table.csv"}, "^df: must be a pandas DataFrame"),
+        ({"df": "hospital"}, "^df: has a 'hospital' column, where partition puts each row's hospital"),
+        ({"df": "duplicated"}, r"^df: duplicated column names \['age'\]"),
+    ],
+)
+def test_partition_refuses_bad_arguments_naming_them(mixed_table, kwargs, message):
+    tables = {"hospital": mixed_table.rename(columns={"site": "hospital"}),
+              "duplicated": pd.concat([mixed_table, mixed_table[["age"]]], axis=1)}
+    args = {"df": mixed_table, "target": "outcome", "n_hospitals": 3, **kwargs}
+    args["df"] = tables.get(args["df"], args["df"]) if isinstance(args["df"], str) else args["df"]
+    with pytest.raises(ValueError, match=message):
+        fs.Federation.partition(**args)
+
+
+def test_partition_takes_numpy_integers(mixed_table):
+    fed = fs.Federation.partition(mixed_table, target="outcome", n_hospitals=np.int64(3), seed=np.int64(1))
+    assert fed.n_hospitals == 3 and fed.seed == 1 and type(fed.seed) is int
+
+
+@pytest.mark.parametrize("scenario", ["icu_mortality", "lesion_scans"])
+def test_a_federation_needs_two_hospitals(scenario):
+    with pytest.raises(ValueError, match="^n_hospitals: must be an integer >= 2, got 1"):
+        fs.synthetic_federation(scenario, n_hospitals=1)
+
+
+def test_from_images_refuses_mixed_sites_and_empty_splits():
+    rng = np.random.default_rng(0)
+    images, labels = rng.random((40, 8, 8)), np.tile([0, 1], 20)
+    with pytest.raises(ValueError, match=r"^sites: .*mixes value types \(number, string: 1, '1'\)"):
+        fs.Federation.from_images(images, labels, [1, "1"] * 10 + [2] * 20)
+    with pytest.raises(ValueError, match=r"^test_size: 0.01 leaves 2 hospital\(s\) without test rows, e.g. 'a' \(20"):
+        fs.Federation.from_images(images, labels, np.repeat(["a", "b"], 20), test_size=0.01)
+    assert fs.Federation.from_images(images, labels, np.repeat([1, 2], 20)).hospitals == ("1", "2")
+
+
+def test_predict_names_data_when_given_something_else(small_fed):
+    result = fs.Result("r", pd.DataFrame(), initial_weights("logreg", small_fed.n_features), small_fed, logreg)
+    rows = small_fed.data[small_fed.preprocessor.features].head(5)
+    assert result.predict(rows).shape == (5,)
+    for data in (rows.to_numpy(), rows.to_dict(), rows.iloc[0], None):
+        with pytest.raises(ValueError, match="^data: must be a pandas DataFrame with the training columns"):
+            result.predict(data)
+    rng = np.random.default_rng(0)
+    images = fs.Federation.from_images(rng.random((40, 8, 8)), np.tile([0, 1], 20), np.repeat(["a", "b"], 20))
+    scans = fs.Result("s", pd.DataFrame(), initial_weights("logreg", 64), images, logreg)
+    assert scans.predict(rng.random((3, 8, 8))).shape == (3,)
+    for data, got in ((rng.random((3, 4, 4)), r"ndarray of shape \(3, 4, 4\)"), ({"a": 1}, "dict$"),
+                      (None, r"NoneType of shape \(\)"), ([[1, 2], [3]], "list$")):
+        with pytest.raises(ValueError, match=rf"^data: expected images of shape \(n, 8, 8\), got {got}"):
+            scans.predict(data)

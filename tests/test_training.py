@@ -1,7 +1,9 @@
 import numpy as np
+import pytest
 
-from fedsim.models import logreg, mlp
-from fedsim.training import batch_plan, trainer_for
+from fedsim._tf import tf
+from fedsim.models import logreg, mlp, resolve_model
+from fedsim.training import Trainer, batch_plan, trainer_for
 
 
 def test_batch_plan_visits_every_row_once_per_epoch():
@@ -57,3 +59,45 @@ def test_proximal_term_keeps_weights_near_the_global_model():
         return np.linalg.norm(new[0] - start[0])
 
     assert drift(5.0) < 0.5 * drift(0.0)
+
+
+def two_logits(n):
+    return tf.keras.Sequential([tf.keras.Input((n,)), tf.keras.layers.Dense(2)])
+
+
+def two_outputs(n):
+    x = tf.keras.Input((n,))
+    return tf.keras.Model(x, [tf.keras.layers.Dense(1)(x), tf.keras.layers.Dense(1)(x)])
+
+
+def one_value_per_row(n):
+    return tf.keras.Sequential([tf.keras.Input((n,)), tf.keras.layers.Dense(1), tf.keras.layers.Reshape(())])
+
+
+def other_width(n):
+    return tf.keras.Sequential([tf.keras.Input((n + 1,)), tf.keras.layers.Dense(1)])
+
+
+@pytest.mark.parametrize("model, message", [
+    (lambda n: "logreg", r"must return a tf.keras model with one logit output \(n, 1\); got str"),
+    (two_logits, r"one logit output \(n, 1\); got output shape \(None, 2\)"),
+    (two_outputs, "got list of 2 outputs"),
+    (one_value_per_row, r"got output shape \(None,\)"),
+    (other_width, r"does not take inputs of shape \(n, 3\)"),
+    (lambda: None, "calling it with n_features=3 failed"),
+    ("cnn", "'cnn' needs square images"),
+    (["mlp"], "unknown"),
+])
+def test_models_that_do_not_give_one_logit_per_row_are_refused(model, message):
+    with pytest.raises(ValueError, match=f"^model: .*{message}"):
+        resolve_model(model, 3)
+    if callable(model):
+        with pytest.raises(ValueError, match=f"^model: .*{message}"):
+            Trainer(model, 3)
+
+
+def test_a_custom_model_with_one_logit_is_accepted():
+    def small(n):
+        return tf.keras.Sequential([tf.keras.Input((n,)), tf.keras.layers.Dense(4), tf.keras.layers.Dense(1)])
+
+    assert resolve_model(small, 3) is small and resolve_model("mlp") is mlp
