@@ -16,7 +16,7 @@ from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 import fedsim as fs
-from fedsim.engine.messages import flat, replace_weights, weights_of
+from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.privacy import DPSGD, CentralDP, LocalDP, SecAgg
 
 ROUNDS = 2
