@@ -4,6 +4,7 @@ import dataclasses
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from flwr.serverapp.strategy import Strategy
 
@@ -95,6 +96,10 @@ class Experiment:
         self._budget()
         resolve_policies(self.policies, self.federation)
         check_key("audit_key", self.audit_key)
+        if self.out is not None:
+            check("out", self.out, Instance(str, os.PathLike, what="a folder path"))
+            if Path(self.out).exists() and not Path(self.out).is_dir():
+                raise ValueError(f"out: {str(self.out)!r} is a file; give a folder for the run's results")
         plan = self.build_plan()  # every component checked against the federation now, not mid-run
         plan.seal()
         engine.check(plan, self.engine)

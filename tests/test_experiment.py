@@ -79,11 +79,35 @@ def test_fedprox_and_fedadam_train(small_fed):
         ({"strategy_options": {"bogus": 1}}, "strategy_options"),
         ({"observers": [object()]}, "observers"),
         ({"federation": "icu"}, "federation"),
+        ({"name": 123}, "name"),
+        ({"name": "two\nlines"}, "name"),
+        ({"client_mods": [1]}, "client_mods"),
+        ({"strategy_options": [1]}, "strategy_options"),
+        ({"seed": 2**32}, "seed"),
+        ({"out": 3}, "out"),
+        # sampling that cannot be met: refused now, not a run that waits forever
+        ({"strategy_options": {"min_available_nodes": 10}}, "strategy"),
+        ({"strategy_options": {"min_train_nodes": 7}}, "strategy"),
+        ({"fraction_train": 1e-9, "strategy_options": {"min_train_nodes": 0}}, "fraction_train"),
+        ({"strategy_options": {"fraction_train": 5.0}}, "strategy_options.fraction_train"),
+        ({"strategy": "multikrum", "strategy_options": {"num_nodes_to_select": 0}},
+         "strategy_options.num_nodes_to_select"),
+        ({"strategy": "fedtrimmedavg", "strategy_options": {"beta": 0.5}}, "strategy_options.beta"),
     ],
 )
 def test_bad_settings_raise_naming_the_field(small_fed, changes, field):
     with pytest.raises(ValueError, match=f"^{field}:"):
         fs.Experiment(**{"federation": small_fed, **changes})
+
+
+def test_an_out_that_is_a_file_is_refused_and_numpy_integers_are_fine(small_fed, tmp_path):
+    (tmp_path / "taken").write_text("not a folder")
+    with pytest.raises(ValueError, match="^out: .* is a file"):
+        fs.Experiment(federation=small_fed, out=tmp_path / "taken")
+    exp = fs.Experiment(federation=small_fed, rounds=np.int64(2), batch_size=np.int32(16), seed=np.uint8(3))
+    assert (exp.rounds, exp.batch_size, exp.seed) == (2, 16, 3) and type(exp.rounds) is int
+    one = fs.Experiment(federation=small_fed, observers=fs.attacks.GradientInversion(steps=5))
+    assert len(one.observers) == 1
 
 
 def test_evaluate_every_skips_rounds_but_keeps_first_and_last(small_fed):

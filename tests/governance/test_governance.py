@@ -65,6 +65,11 @@ def rewrite(path, new_lines) -> None:
     Path(path).write_text("".join(new_lines))
 
 
+def as_written(entry) -> str:
+    """An entry's line exactly as the writer formats it (a forger who wants it to verify does the same)."""
+    return json.dumps(entry, sort_keys=True, ensure_ascii=False) + "\n"
+
+
 def problems(path, **kw) -> list[tuple]:
     return [(p["line"], p["problem"]) for p in verify(path, **kw).problems]
 
@@ -91,7 +96,7 @@ def test_an_edit_with_a_recomputed_hash_breaks_the_next_link(tmp_path):
     entry = json.loads(text[2])
     entry["data"]["update_norms"]["a"] = 0.5
     entry["hash"] = digest({k: entry[k] for k in ("seq", "time", "kind", "data", "prev")})
-    text[2] = json.dumps(entry) + "\n"
+    text[2] = as_written(entry)
     rewrite(path, text)
     assert problems(path) == [(4, "broken link")]
 
@@ -121,7 +126,7 @@ def test_entries_appended_out_of_chain_are_detected(tmp_path):
     path = write_log(tmp_path / "audit.jsonl")
     forged = {"seq": 6, "time": "2026-01-01T00:00:00+00:00", "kind": "round", "data": {"round": 5}, "prev": "f" * 64}
     forged["hash"] = digest(forged)
-    rewrite(path, lines(path) + [json.dumps(forged) + "\n"])
+    rewrite(path, lines(path) + [as_written(forged)])
     assert set(problems(path)) == {(7, "broken link"), (7, "appended after end")}
 
     # Even an entry chained correctly to the end is flagged: nothing may follow the closing entry.
@@ -129,7 +134,7 @@ def test_entries_appended_out_of_chain_are_detected(tmp_path):
     last = json.loads(lines(path)[-1])
     chained = {**forged, "prev": last["hash"]}
     chained["hash"] = digest({k: chained[k] for k in ("seq", "time", "kind", "data", "prev")})
-    rewrite(path, lines(path) + [json.dumps(chained) + "\n"])
+    rewrite(path, lines(path) + [as_written(chained)])
     assert problems(path) == [(7, "appended after end")]
 
 
@@ -166,7 +171,7 @@ def test_signatures_catch_a_fully_rechained_forgery(tmp_path, kind):
     for entry in entries[2:]:
         entry["prev"] = prev
         entry["hash"] = prev = digest({k: entry[k] for k in ("seq", "time", "kind", "data", "prev")})
-    rewrite(path, [json.dumps(e) + "\n" for e in entries])
+    rewrite(path, [as_written(e) for e in entries])
     assert verify(path).ok
     # ...but not its signatures: every rewritten entry is located.
     assert problems(path, key=public) == [(n, "bad signature") for n in range(3, 7)]
@@ -200,7 +205,7 @@ def runs(gov_fed, tmp_path_factory):
                   learning_rate=0.2, privacy=fs.privacy.DPSGD(noise_multiplier=1.0, l2_norm_clip=1.0))
     policies = {
         "default": Policy(max_epsilon=100.0),
-        hospitals[0]: Policy(max_epsilon=2.8),              # spent after two rounds (epsilon 1.9, 2.5, 3.0)
+        hospitals[0]: Policy(max_epsilon=4.5),              # spent after two rounds (epsilon 3.4, 4.2, 4.8)
         hospitals[1]: Policy(evaluate=False),               # its test split is never used
         hospitals[2]: Policy(share_metrics=False),          # evaluated, not shown
         hospitals[3]: Policy(min_records=10_000),           # too small to release
@@ -255,7 +260,7 @@ def test_policies_are_enforced_and_logged(runs, gov_fed):
     # max_epsilon: excluded once one more round would pass the cap, and its epsilon stays below it.
     excluded = attacked.participation[attacked.participation.event == "excluded"]
     assert set(excluded.hospital) == {h[0]} and list(excluded["round"]) == [3, 4]
-    assert 2.5 < attacked.privacy.set_index("hospital").epsilon[h[0]] <= 2.8
+    assert 4.2 < attacked.privacy.set_index("hospital").epsilon[h[0]] <= 4.5
     assert any(h[0] in r["excluded"] for r in round_entries(attacked))
     # evaluate / share_metrics / min_records: no metric about these hospitals is released.
     assert set(attacked.metrics.scope) == {"global", h[0], h[4], h[5]}
@@ -398,7 +403,16 @@ def test_the_report_shows_a_tampered_log(runs, tmp_path):
     i = next(i for i, t in enumerate(text) if '"kind": "round"' in t)
     text[i] = text[i].replace('"round": 1', '"round": 7')
     rewrite(copy / "audit.jsonl", text)
-    assert "Audit log verification: **TAMPERED**" in report(copy)["markdown"].read_text()
+    with pytest.raises(ValueError, match=r"^results: the audit log .* is TAMPERED \(1 problem, first: line \d+: "
+                                         r"edited\): refusing to report; pass allow_tampered=True"):
+        report(copy)
+    paths = report(copy, allow_tampered=True)
+    markdown, page = paths["markdown"].read_text(), paths["html"].read_text()
+    banner = "> **WARNING: the audit log of this run FAILED verification (1 problem)"
+    assert markdown.split("\n")[2].startswith(banner)  # right under the title
+    assert f"> - line {i + 1}: edited: entry {i} (round) does not match its hash" in markdown
+    assert "Audit log verification: **TAMPERED**: 1 problem" in markdown
+    assert '<div class="warning" role="alert"><p><strong>WARNING: the audit log of this run FAILED' in page
 
 
 # ---------------------------------------------------------------- the command line
@@ -427,8 +441,11 @@ def test_cli_run_audit_verify_and_report(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "TAMPERED" in printed and "line 2: edited: entry 1 (round) does not match its hash" in printed
 
-    assert main(["report", str(out)]) == 0
-    assert (out / "report.html").exists() and (out / "report.md").exists()
+    assert main(["report", str(out)]) == 2  # a tampered log is refused...
+    assert "is TAMPERED (1 problem, first: line 2: edited): refusing to report" in capsys.readouterr().err
+    assert not (out / "report.md").exists()
+    assert main(["report", str(out), "--allow-tampered"]) == 0  # ...unless asked for, under a banner
+    assert (out / "report.html").exists() and "FAILED verification" in (out / "report.md").read_text()
 
 
 @pytest.mark.parametrize("argv, message", [

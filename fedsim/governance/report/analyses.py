@@ -1,14 +1,16 @@
 """What the report concludes from a run's log: each threat, its mitigations and its measured residual risk.
 
 Everything comes from component metadata recorded in the audit log (family,
-registry name, threats, role, settings), never from class names or reprs.
+registry name, threats, role, settings), never from class names or reprs. The
+results are plain text (table cells): the renderer escapes them.
 """
 
 import numpy as np
 import pandas as pd
 
 from fedsim.components import THREATS
-from fedsim.governance.report.run_log import Run
+from fedsim.governance.report.document import number, span
+from fedsim.governance.report.run_log import Run, title
 
 # What a leakage attack's rows say, in order of importance.
 LEAKAGE_METRICS = {"psnr": "PSNR {:.1f} dB", "psnr_prior": "average-scan guess {:.1f} dB",
@@ -17,11 +19,8 @@ LEAKAGE_METRICS = {"psnr": "PSNR {:.1f} dB", "psnr_prior": "average-scan guess {
 
 
 def epsilon_range(run: Run) -> str:
-    privacy = run.table("privacy")
-    if privacy.empty:
-        return ""
-    eps = pd.to_numeric(privacy.epsilon, errors="coerce")
-    return f"epsilon {eps.min():.2g}-{eps.max():.2g}"
+    """``epsilon min-max`` over the privacy ledger."""
+    return f"epsilon {span(run.table('privacy', numbers=('epsilon',)).epsilon, '.2g')}"
 
 
 def mitigations(run: Run, threat: str) -> list[str]:
@@ -32,11 +31,10 @@ def mitigations(run: Run, threat: str) -> list[str]:
         found.append(f"robust aggregation: {aggregation['name']}"
                      + (" (weak against small, targeted updates)" if threat == "backdoor" else ""))
     for c in run.mitigating(threat):
-        what = c.get("title", c["name"])
-        if c["family"] == "privacy" and c.get("spends_epsilon"):
-            found.append(f"DP: {what} ({epsilon_range(run)})")
+        if c.get("family") == "privacy" and c.get("spends_epsilon"):
+            found.append(f"DP: {title(c)} ({epsilon_range(run)})")
         else:
-            found.append(f"{c['family']}: {what}")
+            found.append(f"{c.get('family', '?')}: {title(c)}")
     if threat == "free-riding":
         found.append("update norms recorded per hospital in the audit log")
     if threat == "dropout":
@@ -47,15 +45,12 @@ def mitigations(run: Run, threat: str) -> list[str]:
 
 def measured_leakage(run: Run, threat: str) -> dict[str, str]:
     """{attack on hospital in round: what it achieved} for the rows of the attacks posing ``threat``."""
-    table = run.table("attacks")
+    table = run.table("attacks", numbers=("round", "value"), texts=("attack", "hospital", "metric"))
     labels = {c.get("label") for c in run.posing(threat) if c.get("label")}
-    if table.empty or not labels or not {"attack", "metric", "value"} <= set(table):
-        return {}
-    rows = table.dropna(subset=["metric"])
-    rows = rows[rows.attack.isin(labels)]
+    rows = table[(table.metric != "") & table.attack.isin(labels) & table["round"].map(np.isfinite).astype(bool)]
     measured = {}
     for (attack, hospital, rnd), group in rows.groupby(["attack", "hospital", "round"], sort=False):
-        values = group.set_index("metric")["value"].astype(float)
+        values = group.drop_duplicates("metric", keep="last").set_index("metric")["value"]
         said = [fmt.format(values[m]) for m, fmt in LEAKAGE_METRICS.items() if m in values]
         if "failed" in values.index:
             said.append("the attack could not use the update")
@@ -66,8 +61,8 @@ def measured_leakage(run: Run, threat: str) -> dict[str, str]:
 def residual(run: Run, baseline: Run | None, threat: str, attacks: list[dict]) -> str:
     """The residual risk of ``threat`` as the attacks run measured it (or why it was not measured)."""
     if threat == "dropout" and run.rounds:
-        sampled = sum(len(r["sampled"]) for r in run.rounds)
-        dropped = sum(len(r["dropped"]) for r in run.rounds)
+        sampled = sum(len(r.get("sampled", [])) for r in run.rounds)
+        dropped = sum(len(r.get("dropped", {})) for r in run.rounds)
         observed = f"observed: {dropped} of {sampled} sampled replies missing"
         if not attacks:
             return f"not measured (no availability model run); {observed}"
@@ -77,17 +72,19 @@ def residual(run: Run, baseline: Run | None, threat: str, attacks: list[dict]) -
     parts = []
     if baseline is not None:
         with_attack, without = run.final("auroc"), baseline.final("auroc")
-        parts.append(f"global AUROC {with_attack:.3f} with the attack vs {without:.3f} without "
-                     f"(change {with_attack - without:+.3f})")
+        parts.append(f"global AUROC {number(with_attack, '.3f')} with the attack vs {number(without, '.3f')} "
+                     f"without (change {number(with_attack - without, '+.3f')})")
     else:
-        parts.append(f"global AUROC {run.final('auroc'):.3f} under attack (no baseline run given: effect not measured)")
+        parts.append(f"global AUROC {number(run.final('auroc'), '.3f')} under attack (no baseline run given: "
+                     "effect not measured)")
     attackers = {h for a in attacks for h in a.get("hospitals", [])}
     selections = [r["aggregation"] for r in run.rounds if "selected" in r.get("aggregation", {})]
     if attackers and selections:
         picked = sum(bool(attackers & set(s["selected"])) for s in selections)
         parts.append(f"{run.rule} selected an attacker's update in {picked} of {len(selections)} rounds")
     if attackers and run.rounds:
-        norms = pd.DataFrame([{"hospital": h, "norm": n} for r in run.rounds for h, n in r["update_norms"].items()])
+        norms = pd.DataFrame([{"hospital": h, "norm": n} for r in run.rounds
+                              for h, n in r.get("update_norms", {}).items()])
         if not norms.empty:
             bad = norms[norms.hospital.isin(attackers)].norm.median()
             good = norms[~norms.hospital.isin(attackers)].norm.median()

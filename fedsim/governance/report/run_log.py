@@ -1,4 +1,10 @@
-"""What a results folder's audit log says about one run: the reader the report is built from."""
+"""What a results folder's audit log says about one run: the reader the report is built from.
+
+The report reads only what the shapes below declare, and ``conform`` leaves out
+of each entry whatever does not fit them (a field of another type, a list item
+that is not a record...): a log that fedsim did not write, or wrote
+differently, renders what it holds, with "not available" for the rest.
+"""
 
 import math
 import os
@@ -9,10 +15,69 @@ import pandas as pd
 
 from fedsim.governance.audit import AuditKey, Verification, read, verify
 
+MISSING = object()  # what ``conform`` returns for a value that does not fit its shape
+
+COMPONENT = {"name": str, "title": str, "family": str, "role": str, "threats": [str], "settings": {str: object},
+             "label": str, "spends_epsilon": bool, "unit": str, "trust_model": str}
+START = {
+    "label": str, "config": {str: object}, "config_hash": str, "versions": {str: str},
+    "data_fingerprints": {str: {"n_train": int}},
+    "policies": [{"hospital": str, "max_epsilon": float, "min_records": int, "evaluate": bool,
+                  "share_metrics": bool}],
+    "strategy": [{"class": str, "clipping_norm": float, "min_train_nodes": int}],
+    "aggregation": {"name": str, "threats": [str]},
+    "client_training": {str: object},
+    "in_play": {"components": [COMPONENT], "custom": [{"name": str, "threat": str, "hospitals": [str]}]},
+}
+ROUND = {"round": int, "sampled": [str], "dropped": {str: object}, "rejected": {str: object},
+         "excluded": {str: object}, "update_norms": {str: float}, "aggregation": {"selected": [str]}}
+POLICY = {"round": int, "hospital": str, "policy": str, "action": str, "detail": str}
+RESULT = {"metrics": {str: [object]}, "tables": {str: [{str: object}]},
+          "model": {"name": str, "class": str, "parameters": int, "layers": [object], "target": str,
+                    "n_features": int, "weights_sha256": str}}
+METRIC_COLUMNS = ["round", "scope", "metric", "value"]
+
+
+def conform(value, shape):
+    """``value`` without what does not fit ``shape``; ``MISSING`` when nothing does.
+
+    A shape is a type (``float`` also takes integers and the "nan", "inf" and
+    "-inf" that the log writes for non-finite floats; ``object`` takes
+    anything), ``[item]`` (a list: the items that fit), ``{str: item}`` (a
+    mapping: the values that fit) or ``{field: shape, ...}`` (a record: the
+    fields that fit).
+    """
+    if isinstance(shape, list):
+        if not isinstance(value, list):
+            return MISSING
+        return [v for v in (conform(x, shape[0]) for x in value) if v is not MISSING]
+    if isinstance(shape, dict):
+        if not isinstance(value, dict):
+            return MISSING
+        pairs = (((k, conform(v, shape[str])) for k, v in value.items()) if str in shape
+                 else ((k, conform(value[k], s)) for k, s in shape.items() if k in value))
+        return {k: v for k, v in pairs if v is not MISSING}
+    if shape is float and isinstance(value, str) and value in ("nan", "inf", "-inf"):
+        return float(value)
+    if shape is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, bool) and shape not in (bool, object):
+        return MISSING
+    return value if isinstance(value, shape) else MISSING
+
+
+def title(component: dict) -> str:
+    """A component's title, else its registry name."""
+    return component.get("title") or component.get("name") or "?"
+
+
+def _text(value) -> str:
+    return "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+
 
 @dataclass
 class Run:
-    """What a results folder's audit log says about one run."""
+    """What a results folder's audit log says about one run (each entry cut to the shape the report reads)."""
 
     folder: Path
     verification: Verification
@@ -20,47 +85,63 @@ class Run:
     rounds: list[dict]
     policy: list[dict]
     result: dict | None
-    end: dict | None
 
     @classmethod
-    def load(cls, folder: str | os.PathLike, key: AuditKey | None = None) -> "Run":
+    def load(cls, folder: str | os.PathLike, key: AuditKey | None = None, field: str = "results",
+             allow_tampered: bool = False) -> "Run":
+        """Read and verify the log of a results folder (or a log file); ValueError if it has none, has no start
+        entry, or fails verification (unless ``allow_tampered``). ``field`` names the argument in errors."""
         folder = Path(folder)
         log = folder / "audit.jsonl" if folder.is_dir() else folder
         if not log.exists():
-            raise ValueError(f"results: no audit log at {str(log)!r} (a results folder holds audit.jsonl)")
+            raise ValueError(f"{field}: no audit log at {str(log)!r} (a results folder holds audit.jsonl)")
         verification = verify(log, key=key)
+        if not verification.ok and not allow_tampered:
+            first = verification.problems[0] if verification.problems else {"line": "?", "problem": "?"}
+            raise ValueError(f"{field}: the audit log {str(log)!r} is TAMPERED ({verification.tally}, "
+                             f"first: line {first['line']}: {first['problem']}): refusing to report; pass "
+                             "allow_tampered=True (fedsim report --allow-tampered) to render it with a warning banner")
         entries = read(log)
 
-        def first(kind):
-            return next((e["data"] for e in entries if e.get("kind") == kind), None)
+        def data(kind: str, shape: dict) -> list[dict]:
+            return [conform(e["data"], shape) for e in entries if e["kind"] == kind]
 
-        if first("start") is None:
-            raise ValueError(f"results: {str(log)!r} has no start entry")
-        return cls(log.parent, verification, first("start"),
-                   [e["data"] for e in entries if e.get("kind") == "round"],
-                   [e["data"] for e in entries if e.get("kind") == "policy"], first("result"), first("end"))
+        starts, results = data("start", START), data("result", RESULT)
+        if not starts:
+            raise ValueError(f"{field}: {str(log)!r} has no start entry")
+        return cls(log.parent, verification, starts[0], [r for r in data("round", ROUND) if "round" in r],
+                   data("policy", POLICY), results[0] if results else None)
 
     @property
     def metrics(self) -> pd.DataFrame:
-        if not self.result:
-            return pd.DataFrame(columns=["round", "scope", "metric", "value"])
-        return pd.DataFrame(self.result["metrics"])
+        """Released metrics (round, scope, metric, value); empty when the log holds none in that form."""
+        columns = (self.result or {}).get("metrics", {})
+        if not all(c in columns for c in METRIC_COLUMNS) or len({len(columns[c]) for c in METRIC_COLUMNS}) != 1:
+            return pd.DataFrame({c: pd.Series(dtype=float if c in ("round", "value") else str)
+                                 for c in METRIC_COLUMNS})
+        frame = pd.DataFrame({c: columns[c] for c in METRIC_COLUMNS})
+        for c in ("round", "value"):
+            frame[c] = pd.to_numeric(frame[c], errors="coerce")
+        for c in ("scope", "metric"):
+            frame[c] = frame[c].map(_text)
+        return frame[frame["round"].map(math.isfinite)]
 
-    def table(self, name: str) -> pd.DataFrame:
-        rows = (self.result or {}).get("tables", {}).get(name, [])
-        return pd.DataFrame(rows)
-
-    @property
-    def participation(self) -> pd.DataFrame:
-        return pd.DataFrame((self.result or {}).get("participation", []),
-                            columns=["round", "hospital", "event", "reason"])
+    def table(self, name: str, numbers: tuple[str, ...] = (), texts: tuple[str, ...] = ()) -> pd.DataFrame:
+        """A result table, with the columns ``numbers`` as floats (NaN where missing) and ``texts`` as strings."""
+        frame = pd.DataFrame((self.result or {}).get("tables", {}).get(name, []))
+        for c in numbers:
+            frame[c] = pd.to_numeric(frame[c], errors="coerce") if c in frame else math.nan
+        for c in texts:
+            frame[c] = frame[c].map(_text) if c in frame else ""
+        return frame
 
     def final(self, metric: str = "auroc", scope: str = "global") -> float:
+        """The metric's value after the last round; NaN when the log does not hold it."""
         m = self.metrics
-        rows = m[(m.metric == metric) & (m.scope == scope)] if not m.empty else m
+        rows = m[(m.metric == metric) & (m.scope == scope)]
         if rows.empty:
             return math.nan
-        return float(pd.to_numeric(rows.loc[rows["round"].idxmax(), "value"], errors="coerce"))
+        return float(rows.loc[rows["round"].idxmax(), "value"])
 
     @property
     def components(self) -> list[dict]:
@@ -68,27 +149,27 @@ class Run:
         return list(self.start.get("in_play", {}).get("components", []))
 
     def of_family(self, family: str) -> list[dict]:
+        """The components in play of ``family``."""
         return [c for c in self.components if c.get("family") == family]
 
     def posing(self, threat: str) -> list[dict]:
         """Components and custom pieces that pose ``threat`` (attacks run), with their hospitals where known."""
-        drawn = self.table("adversaries")
+        drawn = self.table("adversaries", texts=("adversary", "hospital"))
         found = []
         for c in self.components:
             if c.get("role") == "threat" and threat in c.get("threats", []):
-                row = {"name": c["name"], "title": c.get("title", c["name"]), "family": c["family"],
+                row = {"name": c.get("name", "?"), "title": title(c), "family": c.get("family", "?"),
                        "label": c.get("label")}
                 hospitals = c.get("settings", {}).get("hospitals")
-                if not drawn.empty and {"adversary", "hospital"} <= set(drawn):
-                    mine = drawn[drawn.adversary == c["name"]].hospital.astype(str)
-                    if len(mine):
-                        hospitals = sorted(mine)
+                mine = drawn[drawn.adversary == c.get("name")].hospital
+                if len(mine):
+                    hospitals = sorted(mine)
                 if isinstance(hospitals, list):
-                    row["hospitals"] = hospitals
+                    row["hospitals"] = [str(h) for h in hospitals]
                 found.append(row)
         for piece in self.start.get("in_play", {}).get("custom", []):
             if piece.get("threat") == threat:
-                found.append({"name": piece["name"], "title": piece["name"], "family": "custom",
+                found.append({"name": piece.get("name", "?"), "title": piece.get("name", "?"), "family": "custom",
                               **({"hospitals": piece["hospitals"]} if "hospitals" in piece else {})})
         return found
 
@@ -99,9 +180,10 @@ class Run:
     @property
     def aggregation(self) -> dict:
         """The aggregation rule: its name and the threats it addresses (from the start entry)."""
-        return self.start.get("aggregation", {"name": self.rule, "threats": []})
+        return {"name": self.rule, "threats": [], **self.start.get("aggregation", {})}
 
     @property
     def rule(self) -> str:
+        """The class name of the innermost strategy."""
         chain = self.start.get("strategy", [])
-        return chain[-1]["class"] if chain else "?"
+        return chain[-1].get("class", "?") if chain else "?"
