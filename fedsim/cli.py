@@ -234,6 +234,8 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("results")
     rep.add_argument("--baseline", help="results folder of the same experiment without its attacks")
     rep.add_argument("--key", help="key to verify the audit log's signatures")
+    rep.add_argument("--allow-tampered", action="store_true",
+                     help="render a log that fails verification, under a warning banner (refused otherwise)")
     return main
 
 
@@ -248,7 +250,7 @@ def audit_verify(args) -> int:
 
 def report(args) -> None:
     key = fs.governance.load_key(args.key) if args.key else None
-    paths = fs.governance.report(args.results, baseline=args.baseline, key=key)
+    paths = fs.governance.report(args.results, baseline=args.baseline, key=key, allow_tampered=args.allow_tampered)
     print(f"wrote {paths['markdown']} and {paths['html']}")
 
 

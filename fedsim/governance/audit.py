@@ -46,7 +46,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from fedsim.validation import Constraint, Instance, Integer, Mapping, NoneValue, check
 
 GENESIS = "0" * 64
-SIGNED_FIELDS = ("seq", "time", "kind", "data", "prev")  # every field but hash and sig: what the hash covers
 MAX_DEPTH = 64  # levels of lists and objects an entry's data may nest
 MAX_PROBLEMS = 1000  # problems ``verify`` lists; it counts the others
 OPENING = b'{"data": {'  # how every line the writer writes begins (sorted keys: data comes first)
