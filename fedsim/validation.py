@@ -247,7 +247,8 @@ def check(field: str, value, *constraints: Constraint):
 
 
 def _shown(value) -> str:
-    text = repr(value)
+    """The value as it appears in a message: its repr, on one line, at most 80 characters."""
+    text = " ".join(repr(value).split())
     return text if len(text) <= 80 else text[:77] + "..."
 
 
