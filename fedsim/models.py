@@ -51,14 +51,19 @@ MODELS: dict[str, ModelFn] = {"logreg": logreg, "mlp": mlp, "cnn": cnn}
 def resolve_model(model: str | ModelFn, n_features: int | None = None) -> ModelFn:
     """A model name or a callable ``n_features -> tf.keras.Model`` (one logit out).
 
-    Given ``n_features``, the model is also built once and checked (``build_model``).
+    Given ``n_features``, the model is also built and checked (``build_model``), once per
+    (model, n_features) in a process.
     """
     if not (callable(model) or isinstance(model, str) and model in MODELS):
         raise ValueError(f"model: unknown {model!r}; allowed: {sorted(MODELS)} or a callable")
     model_fn = model if callable(model) else MODELS[model]
-    if n_features is not None:
+    if n_features is not None and (model_fn, n_features) not in _CHECKED:
         build_model(model_fn, n_features)
+        _CHECKED.add((model_fn, n_features))
     return model_fn
+
+
+_CHECKED: set[tuple[ModelFn, int]] = set()
 
 
 def build_model(model_fn: ModelFn, n_features: int) -> tf.keras.Model:

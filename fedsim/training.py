@@ -45,6 +45,26 @@ def bce_loss(labels, logits):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
+def local_rng(config, hospital: int) -> np.random.Generator:
+    """The generator of a hospital's local training in a round (batch order, DP noise), from its train config."""
+    return np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
+
+
+def local_schedule(config) -> dict:
+    """Epochs, batch size and step cap of local training, from a round's train config."""
+    return {"epochs": int(config["local-epochs"]), "batch_size": int(config["batch-size"]),
+            "max_steps": int(config["local-steps"]) if "local-steps" in config else None}
+
+
+def noise_draws(rng: np.random.Generator, steps: int, n_parameters: int) -> np.ndarray:
+    """DP-SGD's standard normal draws of one hospital's local pass, (steps, parameters), from its generator.
+
+    Drawn after the batch plan, from the same generator, so that a pass
+    repeats exactly for a seed, alone or in a cohort.
+    """
+    return rng.standard_normal((steps, n_parameters), dtype=np.float32)
+
+
 class Trainer:
     """One model, its SGD optimizer and its traced train/predict functions."""
 
@@ -64,8 +84,10 @@ class Trainer:
         plan_specs = [weight_specs, x_spec, tf.TensorSpec([None], tf.float32),
                       tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32), scalar]
         self.train_function = tf.function(self._train_pass, input_signature=[*plan_specs, scalar])  # + proximal mu
-        self.dp_train_function = tf.function(  # + clip norm, noise multiplier, noise seed
-            self._dp_train_pass, input_signature=[*plan_specs, scalar, scalar, tf.TensorSpec([2], tf.int64)]
+        self.n_parameters = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
+        self.dp_train_function = tf.function(  # + clip norm, noise multiplier, standard normal draws per step
+            self._dp_train_pass,
+            input_signature=[*plan_specs, scalar, scalar, tf.TensorSpec([None, self.n_parameters], tf.float32)],
         )
         self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
         self.logits_function = tf.function(self._logits_pass, input_signature=[weight_specs, x_spec])
@@ -109,11 +131,12 @@ class Trainer:
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
         return [v.read_value() for v in self.model.weights], mean_loss
 
-    def _dp_train_pass(self, weights, x, y, order, bounds, learning_rate, l2_norm_clip, noise_multiplier, noise_seed):
+    def _dp_train_pass(self, weights, x, y, order, bounds, learning_rate, l2_norm_clip, noise_multiplier, noise):
         """DP-SGD: per-example clipping (tensorflow-privacy), Gaussian noise, SGD step."""
         self._assign(weights)
         self.optimizer.learning_rate.assign(learning_rate)
         variables = self.model.trainable_variables
+        sizes = [int(np.prod(v.shape)) for v in variables]
         total = tf.constant(0.0)
         n_steps = tf.shape(bounds)[0] - 1
         for b in tf.range(n_steps):
@@ -121,16 +144,13 @@ class Trainer:
             xb, yb = tf.gather(x, idx), tf.gather(y, idx)[:, None]
             grads, logits = self._clipped_mean_gradient(xb, yb, l2_norm_clip)
             # The clipped gradient is a batch mean: one example moves it by at most
-            # clip / batch, so the noise is noise_multiplier * clip / batch. It is drawn
-            # from a stateless generator keyed by (seed, step, variable) so runs repeat
-            # exactly; tensorflow-privacy's add_aggregate_noise draws the same Gaussian
-            # from a stateful generator whose state would carry over between runs.
+            # clip / batch, so the noise is noise_multiplier * clip / batch. The draws
+            # come from the hospital's own seeded generator (``noise_draws``), the
+            # same ones the cohort trainer uses, so runs repeat exactly on both paths;
+            # tensorflow-privacy's add_aggregate_noise draws the same Gaussian from a
+            # stateful generator whose state would carry over between runs.
             stddev = noise_multiplier * l2_norm_clip / tf.cast(tf.shape(idx)[0], tf.float32)
-            step_seed = noise_seed + tf.cast(b, tf.int64) * tf.constant([0, len(variables)], tf.int64)
-            noisy = [
-                g + stddev * tf.random.stateless_normal(tf.shape(g), seed=step_seed + [0, j])
-                for j, g in enumerate(grads)
-            ]
+            noisy = [g + stddev * tf.reshape(d, tf.shape(g)) for g, d in zip(grads, tf.split(noise[b], sizes))]
             self.optimizer.apply_gradients(zip(noisy, variables))
             total += self.loss(yb, logits)
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
@@ -199,10 +219,10 @@ class Trainer:
                                     tf.constant(proximal_mu, tf.float32))
         else:
             l2_norm_clip, noise_multiplier = dp
-            seed = tf.constant(rng.integers(0, 2**62, size=2), tf.int64)
             new, loss = self.dp_pass()(self._inputs(weights), x, y, order, bounds, lr,
                                        tf.constant(l2_norm_clip, tf.float32),
-                                       tf.constant(noise_multiplier, tf.float32), seed)
+                                       tf.constant(noise_multiplier, tf.float32),
+                                       noise_draws(rng, len(bounds) - 1, self.n_parameters))
         return [w.numpy() for w in new], float(loss), len(bounds) - 1
 
     def dp_pass(self):

@@ -9,14 +9,15 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("data_synthetic",),
     ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
-     "fedsim.governance.audit"),
-    ("fedsim.models", "fedsim.training", "fedsim.federation"),
+     "fedsim.governance.audit", "fedsim.claims"),
+    ("fedsim.models", "fedsim.training", "fedsim.cohort", "fedsim.federation"),
     ("fedsim.engine", "fedsim.strategies"),
     ("fedsim.components", "fedsim.results", "fedsim.baselines"),
     ("fedsim.privacy", "fedsim.adversaries", "fedsim.defenses", "fedsim.availability", "fedsim.attacks"),
     ("fedsim.governance",),
     ("fedsim.experiment",),
     ("fedsim.studies",),
+    ("fedsim.demo",),
     ("fedsim.cli",),
     ("fedsim",),
 ]

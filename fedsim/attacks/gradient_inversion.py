@@ -7,9 +7,8 @@ import numpy as np
 from fedsim.attacks.inversion import METHODS, invert_gradient, update_as_gradient
 from fedsim.attacks.scores import match, psnr, score
 from fedsim.attacks.update_attack import TARGETS, UpdateAttack
-from fedsim.engine.apps import local_rng, local_schedule
 from fedsim.tables import Schema
-from fedsim.training import batch_plan, trainer_for
+from fedsim.training import batch_plan, local_rng, local_schedule, trainer_for
 from fedsim.validation import Integer, NoneValue, Options, Positive, Real, param
 
 RECONSTRUCTIONS = Schema("reconstructions", ("attack", "hospital", "round", "record", "label", "recovered_label",

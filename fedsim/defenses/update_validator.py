@@ -12,7 +12,7 @@ import numpy as np
 
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen
-from fedsim.engine.messages import claimed_examples
+from fedsim.engine.messages import claimed_examples, decoded
 from fedsim.validation import NoneValue, Options, Positive, param
 
 LARGEST = "largest"
@@ -31,9 +31,9 @@ class _Validator(ReplyScreen):
         for hospital, content in updates.items():
             sent = exchange.sent[hospital].content["arrays"]
             if id(sent) not in global_weights:
-                global_weights[id(sent)] = [a.numpy().astype(np.float64) for a in sent.values()]
+                global_weights[id(sent)] = [decoded(a).astype(np.float64) for a in sent.values()]
             arrays = next(iter(content.array_records.values())).values()
-            norms[hospital] = float(np.sqrt(sum(float(np.sum((a.numpy() - g) ** 2))
+            norms[hospital] = float(np.sqrt(sum(float(np.sum((decoded(a) - g) ** 2))
                                                 for a, g in zip(arrays, global_weights[id(sent)]))))
             claims[hospital] = float(claimed_examples(content))
             if s.max_norm is not None and norms[hospital] > s.max_norm:

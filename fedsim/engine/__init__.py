@@ -1,4 +1,11 @@
-"""Engines run a ``Plan``: the in-process Grid (default) or Flower's Ray simulation runtime."""
+"""Engines run a ``Plan``.
+
+- ``inprocess`` (default): the in-process Grid with the cohort engine (a
+  round's hospitals trained at once, ``fedsim.engine.cohort``);
+- ``sequential``: the same Grid, each hospital trained alone, one after
+  another (the reference the cohort engine is checked against);
+- ``ray``: the same ClientApp on Flower's Ray simulation runtime.
+"""
 
 import logging
 import os
@@ -9,6 +16,7 @@ from flwr.serverapp import Grid, ServerApp
 
 from fedsim._flower import flower_log_level
 from fedsim.engine.apps import Outcome, make_client_app, serve
+from fedsim.engine.cohort import CohortRound
 from fedsim.engine.grid import InProcessGrid
 from fedsim.engine.ledger import PrivacyLedger
 from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver, RunState
@@ -17,23 +25,26 @@ from fedsim.engine.secagg import check_plan, serve_secagg
 from fedsim.engine.secagg import client_mods as secagg_mods
 from fedsim.engine.wrapper import StrategyWrapper
 
-ENGINES = ("inprocess", "ray")
+ENGINES = ("inprocess", "sequential", "ray")
 
 
-def _client_app_and_loop(plan: Plan):
+def _client_app_and_loop(plan: Plan, cohort: CohortRound | None = None):
     """The ClientApp and the server loop a plan runs with (SecAgg+ speaks Flower's legacy fit messages)."""
     secagg = plan.secagg is not None
     mods = secagg_mods(plan) if secagg else plan.client_mods()
     app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
-                          steps_run=plan.ledger.steps_run if plan.ledger is not None else None)
+                          steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort)
     return app, (serve_secagg if secagg else serve)
 
 
-def run_inprocess(plan: Plan) -> Outcome:
-    """Every hospital's ClientApp called directly in this process, no serialisation."""
+def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
+    """Every hospital's ClientApp called directly in this process, no serialisation (cohort training or not)."""
     fed = plan.federation
-    app, loop = _client_app_and_loop(plan)
-    grid = InProcessGrid(app, fed.n_hospitals)
+    # Node i + 1 serves hospital i (InProcessGrid).
+    rounds = CohortRound(fed, plan.model_fn, plan.local_data, hospital_of=lambda node_id: node_id - 1) \
+        if cohort else None
+    app, loop = _client_app_and_loop(plan, rounds)
+    grid = InProcessGrid(app, fed.n_hospitals, prepare=rounds.prepare if rounds is not None else None)
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         return loop(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
@@ -104,7 +115,8 @@ def run(plan: Plan, engine: str) -> Outcome:
     """Run ``plan`` on the named engine (sealing it first: its strategy and mods are composed by stage)."""
     plan.seal()
     check(plan, engine)  # here, not in a ServerApp, where Flower would swallow the error
-    return {"inprocess": run_inprocess, "ray": run_ray}[engine](plan)
+    return {"inprocess": run_inprocess, "sequential": lambda p: run_inprocess(p, cohort=False),
+            "ray": run_ray}[engine](plan)
 
 
 __all__ = ["ENGINES", "STAGES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",

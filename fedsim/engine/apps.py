@@ -12,13 +12,15 @@ from flwr.compat.common import recorddict_compat as compat
 from flwr.serverapp import Grid
 from tqdm.auto import tqdm
 
+from fedsim.engine.cohort import CohortRound, hospital_rows
+from fedsim.engine.messages import decoded, encoded
 from fedsim.engine.observers import ObservingGrid, TooFewEligible
 from fedsim.engine.plan import Plan
 from fedsim.engine.replies import ReplyCheck
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
-from fedsim.training import trainer_for
+from fedsim.training import local_rng, local_schedule, trainer_for
 
 
 @dataclass(frozen=True)
@@ -30,58 +32,51 @@ class Outcome:
     events: list[dict]
 
 
-def local_rng(config, hospital: int) -> np.random.Generator:
-    """The generator of a hospital's local training in a round (batch order, DP noise)."""
-    return np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
-
-
-def local_schedule(config) -> dict:
-    """Epochs, batch size and step cap of local training, from a round's train config."""
-    return {"epochs": int(config["local-epochs"]), "batch_size": int(config["batch-size"]),
-            "max_steps": int(config["local-steps"]) if "local-steps" in config else None}
-
-
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
                     legacy_fit: bool = False, local_data: Sequence[Callable] = (),
-                    steps_run: dict[tuple[int, int], int] | None = None) -> ClientApp:
+                    steps_run: dict[tuple[int, int], int] | None = None,
+                    cohort: CohortRound | None = None) -> ClientApp:
     """A ClientApp that trains the shared model on the calling node's hospital.
 
     ``legacy_fit``: train messages and replies use Flower's legacy FitIns /
     FitRes records (what the SecAgg+ workflow and ``secaggplus_mod`` speak).
     ``steps_run``: where to record the local steps each (round, hospital) really
     ran (the privacy ledger reads it; in this process only, not the reply's claim).
+    ``cohort``: the round's cohort training (the cohort engine); a hospital takes
+    its result when it trains on what the cohort trained on, else trains alone.
     """
     app = ClientApp(mods=list(mods))
 
-    def fit(hospital: int, weights: list[np.ndarray], config) -> tuple[list[np.ndarray], dict]:
+    def fit(hospital: int, record: ArrayRecord, config) -> tuple[list[np.ndarray], dict]:
         """Local training of one hospital: new weights and the reply's metrics."""
-        x, y = fed.train_rows(hospital)
-        for change in local_data:
-            x, y = change(hospital, x, y)
-        weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
-            weights, x, y,
-            learning_rate=float(config["lr"]),
-            rng=local_rng(config, hospital),
-            proximal_mu=float(config.get("proximal-mu", 0.0)),
-            **local_schedule(config),
-            dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
-        )
+        prepared = cohort.take(hospital, record, config) if cohort is not None else None
+        if prepared is None:
+            x, y = hospital_rows(fed, local_data, hospital)
+            weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
+                [decoded(a) for a in record.values()], x, y,
+                learning_rate=float(config["lr"]),
+                rng=local_rng(config, hospital),
+                proximal_mu=float(config.get("proximal-mu", 0.0)),
+                **local_schedule(config),
+                dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
+            )
+            prepared = weights, loss, steps, len(y)
+        weights, loss, steps, examples = prepared
         if steps_run is not None:
             key = (int(config["server-round"]), hospital)
             steps_run[key] = max(steps_run.get(key, 0), steps)
-        return weights, {"num-examples": len(y), "train_loss": loss, "local_steps": steps}
+        return weights, {"num-examples": examples, "train_loss": loss, "local_steps": steps}
 
     @app.train()
     def train(message: Message, context: Context) -> Message:
         hospital = int(context.node_config["partition-id"])
         if legacy_fit:
-            arrays, config = message.content["fitins.parameters"], message.content["fitins.config"]
-            weights, metrics = fit(hospital, arrays.to_numpy_ndarrays(), config)
+            weights, metrics = fit(hospital, message.content["fitins.parameters"], message.content["fitins.config"])
             fitres = FitRes(Status(Code.OK, "Success"), ndarrays_to_parameters(weights),
                             metrics.pop("num-examples"), metrics)
             return Message(compat.fitres_to_recorddict(fitres, keep_input=False), reply_to=message)
-        weights, metrics = fit(hospital, message.content["arrays"].to_numpy_ndarrays(), message.content["config"])
-        return Message(RecordDict({"arrays": ArrayRecord(weights), "metrics": MetricRecord(metrics)}),
+        weights, metrics = fit(hospital, message.content["arrays"], message.content["config"])
+        return Message(RecordDict({"arrays": encoded(weights), "metrics": MetricRecord(metrics)}),
                        reply_to=message)
 
     @app.evaluate()

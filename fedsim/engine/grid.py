@@ -4,10 +4,15 @@ Flower's own runtime serialises every message and routes it through a
 SuperLink and Ray actors; in one process that costs more than the training
 itself. This Grid keeps Flower's message contract (ids, reply metadata, error
 replies, each node's own Context) and calls the ClientApp synchronously.
+
+Each node gets its own copy of the records it receives (mods change or pop
+what they read); the arrays inside, immutable, are shared and decoded once
+(``DecodedArray``). ``prepare`` (the cohort engine) sees a batch of messages
+before they are delivered.
 """
 
 import copy
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from uuid import uuid4
 
 from flwr.app import Context, Error, Message, RecordDict
@@ -17,14 +22,18 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
+from fedsim.engine.messages import decoded_record, own_copy
+
 SERVER_NODE_ID = 0
 
 
 class InProcessGrid(Grid):
     """Nodes ``1..n_nodes`` run ``client_app`` in this process; node ``i + 1`` is partition ``i``."""
 
-    def __init__(self, client_app: ClientApp, n_nodes: int, run_id: int = 1):
+    def __init__(self, client_app: ClientApp, n_nodes: int, run_id: int = 1,
+                 prepare: Callable[[list[Message]], None] | None = None):
         self.client_app = client_app
+        self.prepare = prepare
         self._node_ids = list(range(1, n_nodes + 1))
         self._contexts: dict[int, Context] = {}
         self._replies: dict[str, Message] = {}
@@ -61,6 +70,15 @@ class InProcessGrid(Grid):
         return self._contexts[node_id]
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        shared: dict[int, object] = {}  # strategies send one shared record: decoded once
+        for message in messages:
+            for key, record in list(message.content.array_records.items()):
+                if id(record) not in shared:
+                    shared[id(record)] = decoded_record(record)
+                message.content[key] = shared[id(record)]
+        if self.prepare is not None:
+            self.prepare(messages)
         ids = []
         for message in messages:
             message.metadata.__dict__["_message_id"] = str(uuid4())
@@ -72,7 +90,7 @@ class InProcessGrid(Grid):
         """Run the ClientApp on the node's own copy of the message; exceptions become error replies."""
         # Strategies send one shared RecordDict to every node; a real runtime
         # serialises it, and mods (SecAgg+) mutate what they receive.
-        received = Message(content=copy.deepcopy(message.content), metadata=copy.copy(message.metadata))
+        received = Message(content=own_copy(message.content), metadata=copy.copy(message.metadata))
         try:
             reply = self.client_app(received, self.context(message.metadata.dst_node_id))
         except Exception as error:  # a failing hospital must not stop the experiment

@@ -5,10 +5,12 @@ replies (adversaries, defenses, privacy mods).
 """
 
 import copy
+import io
 from collections.abc import Sequence
 
 import numpy as np
 from flwr.app import Array, ArrayRecord, Message, RecordDict
+from flwr.common.constant import SType
 
 
 def weights_of(content: RecordDict) -> list[np.ndarray]:
@@ -53,4 +55,98 @@ def unflat(vector: np.ndarray, like: Sequence[np.ndarray]) -> list[np.ndarray]:
     for w in like:
         out.append(vector[start:start + w.size].reshape(w.shape).astype(w.dtype))
         start += w.size
+    return out
+
+
+# --- arrays decoded once -----------------------------------------------------------------------------
+#
+# A Flower ``Array`` holds np.save bytes; ``Array.numpy()`` parses them again at every call (~70 us an
+# array). In one process fedsim decodes each array once: a ``DecodedArray`` is a Flower Array (the same
+# bytes, the same metadata) that keeps the ndarray it encodes, so every reader (the reply check, the
+# validator, the audit trail, Flower's own aggregation) gets it for the price of a copy.
+
+_HEADERS: dict[tuple[str, tuple[int, ...]], bytes] = {}
+
+
+def _header(dtype: np.dtype, shape: tuple[int, ...]) -> bytes:
+    """The bytes np.save writes before the data of a C-ordered array of this dtype and shape."""
+    key = (dtype.str, shape)
+    if key not in _HEADERS:
+        buffer = io.BytesIO()
+        np.lib.format.write_array_header_1_0(buffer, {"descr": np.lib.format.dtype_to_descr(dtype),
+                                                      "fortran_order": False, "shape": shape})
+        _HEADERS[key] = buffer.getvalue()
+    return _HEADERS[key]
+
+
+class DecodedArray(Array):
+    """A Flower ``Array`` that keeps its decoded ndarray: ``numpy()`` returns a copy without parsing bytes."""
+
+    def __init__(self, ndarray: np.ndarray, data: bytes | None = None):
+        ndarray = np.array(ndarray, order="C", copy=None)  # (ascontiguousarray would turn a 0-d array 1-d)
+        if data is None:
+            data = _header(ndarray.dtype, ndarray.shape) + ndarray.tobytes()
+        super().__init__(dtype=str(ndarray.dtype), shape=tuple(ndarray.shape), stype=SType.NUMPY, data=data)
+        ndarray.flags.writeable = False
+        self.__dict__["_decoded"] = ndarray
+
+    def numpy(self) -> np.ndarray:
+        return self.__dict__["_decoded"].copy()
+
+    def __setattr__(self, name, value):
+        if name in ("dtype", "shape", "stype", "data") and "_decoded" in self.__dict__:
+            raise AttributeError(f"a DecodedArray is immutable: build a new Array instead of setting {name!r}")
+        super().__setattr__(name, value)
+
+
+def decoded(array: Array) -> np.ndarray:
+    """The ndarray ``array`` encodes, read-only: cached for a DecodedArray, parsed once otherwise.
+
+    Bytes laid out exactly as np.save writes them for the array's declared
+    dtype and shape are read in place; anything else goes through Flower's
+    own ``Array.numpy()`` (and may raise, as it would there).
+    """
+    cached = array.__dict__.get("_decoded")
+    if cached is not None:
+        return cached
+    if array.stype == SType.NUMPY:
+        try:
+            dtype, shape = np.dtype(array.dtype), tuple(int(n) for n in array.shape)
+            header = _header(dtype, shape)
+        except (TypeError, ValueError):
+            header = None
+        if header is not None and dtype.kind in "biuf" and array.data.startswith(header) \
+                and len(array.data) == len(header) + dtype.itemsize * int(np.prod(shape)):
+            out = np.frombuffer(array.data, dtype, offset=len(header)).reshape(shape)
+            return out
+    out = array.numpy()
+    out.flags.writeable = False
+    return out
+
+
+def holding(arrays: dict[str, Array]) -> ArrayRecord:
+    """An ArrayRecord holding these very Array objects (``ArrayRecord(dict)`` would copy each into a new Array)."""
+    record = ArrayRecord()
+    for key, array in arrays.items():
+        record[key] = array
+    return record
+
+
+def decoded_record(record: ArrayRecord) -> ArrayRecord:
+    """``record`` with every array a DecodedArray (the same keys and bytes), decoding each once."""
+    return holding({key: array if isinstance(array, DecodedArray) else DecodedArray(decoded(array), array.data)
+                    for key, array in record.items()})
+
+
+def encoded(weights: Sequence[np.ndarray]) -> ArrayRecord:
+    """An ArrayRecord of ``weights`` (keys "0", "1", ... as Flower's list form gives), each a DecodedArray."""
+    return holding({str(i): DecodedArray(np.asarray(w)) for i, w in enumerate(weights)})
+
+
+def own_copy(content: RecordDict) -> RecordDict:
+    """A node's own copy of a message content: new records (mods may change or pop what they receive),
+    sharing the immutable arrays inside."""
+    out = RecordDict()
+    for key, record in content.items():
+        out[key] = holding(dict(record.items())) if isinstance(record, ArrayRecord) else copy.deepcopy(record)
     return out

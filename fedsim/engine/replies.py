@@ -25,17 +25,18 @@ from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
+from fedsim.engine.messages import DecodedArray, decoded, holding
 from fedsim.engine.observers import Exchange, ReplyScreen
 
 WEIGHT_KEY = "num-examples"
 
 
 def _arrays(record) -> tuple[list[np.ndarray] | None, str | None]:
-    """The arrays of a record, or why they cannot be read."""
+    """The arrays of a record (decoded once), or why they cannot be read."""
     out = []
     for key in record.keys():
         try:
-            out.append(record[key].numpy())
+            out.append(decoded(record[key]))
         except Exception as error:  # noqa: BLE001  (undecodable bytes: whatever numpy raises)
             return None, f"array {key!r} cannot be read ({type(error).__name__})"
     return out, None
@@ -112,6 +113,9 @@ class ReplyCheck(ReplyScreen):
             return f"no {WEIGHT_KEY!r} in its metrics"
         if not metrics[WEIGHT_KEY] > 0:
             return f"{WEIGHT_KEY} {metrics[WEIGHT_KEY]!r} is not above 0"
+        # Checked: every later reader (validator, audit trail, aggregation) gets these arrays decoded.
+        content[name] = holding({key: a if isinstance(a, DecodedArray) else DecodedArray(array, a.data)
+                                 for (key, a), array in zip(record.items(), arrays)})
         return None
 
     # --- SecAgg+ ----------------------------------------------------------------------------------
