@@ -1,14 +1,19 @@
 """Engine speed, measured side by side in one run; prints times and ratios.
 
-Workload (issue 2): 20 hospitals x 3 rounds, ~600 training rows each, MLP
-(features-64-64-1), batch 32, 1 local epoch, FedAvg. Compared:
-  (a) fedsim's in-process Grid,
-  (b) the same ClientApp on Flower's Ray simulation runtime,
-  (c) a centralized compiled tf.function loop doing the same gradient steps.
-Then scale: a round with 50 of 1,000 registered hospitals vs 50 of 50, and
-peak RSS with 10,000 hospitals registered (in a fresh process).
+Workloads (same model everywhere: MLP features-64-64-1, batch 32, 1 local epoch, FedAvg, learning rate 0.05):
+  W1: 20 hospitals x ~600 training rows x 3 rounds, evaluation at the end;
+  W2: 1,000 hospitals x ~80 training rows, 1 round, every hospital training.
+Compared on each:
+  (a) the cohort engine (engine="inprocess", the default),
+  (b) the per-hospital path (engine="sequential"),
+  (c) Flower's Ray simulation runtime (W1 only: 1,000 Ray nodes would take minutes to start),
+  (d) an in-graph sequential loop: the same number of SGD steps on the pooled rows, one tf.function.
+Then: DP-SGD on the cohort engine against plain; the cost of one W2 round of Flower messages with no
+training at all (the floor the message format sets); hospitals x steps per second; and, in a fresh
+process, peak RSS and round time with 10,000 hospitals registered and 1,000 training.
 
-    python benchmarks/engine.py [--skip-ray]
+    python benchmarks/engine.py [--skip-ray]     # make bench
+On a CUDA GPU: pip install -e ".[gpu]" then the same command (TF_FORCE_GPU_ALLOW_GROWTH is set by fedsim).
 """
 
 import argparse
@@ -16,78 +21,116 @@ import json
 import resource
 import subprocess
 import sys
+import textwrap
 
 import numpy as np
-from timing import best_of, round_cost
+from flwr.app import Message, MetricRecord, RecordDict
+from timing import best_of
 
 import fedsim as fs
+from fedsim._tf import tf
 from fedsim.models import mlp
 from fedsim.training import trainer_for
 
-ROUNDS = 3
+W1 = {"n_hospitals": 20, "rows": 750, "rounds": 3}
+W2 = {"n_hospitals": 1000, "rows": 100, "rounds": 1}
 
 
-def fedsim_run(fed, **kwargs):
-    return fs.Experiment(federation=fed, model="mlp", rounds=ROUNDS, batch_size=32,
-                         evaluate_every=ROUNDS, **kwargs).run()
+def federation(workload):
+    n = workload["n_hospitals"]
+    return fs.synthetic_federation("icu_mortality", n_hospitals=n, n_patients=n * workload["rows"], seed=0)
 
 
-def centralized_loop(fed, steps):
-    """The same number of SGD steps on the pooled rows, in the same compiled function."""
+def experiment(fed, workload, **changes):
+    return fs.Experiment(federation=fed, model="mlp", rounds=workload["rounds"], batch_size=32,
+                         evaluate_every=workload["rounds"], **changes)
+
+
+def total_steps(fed, rounds: int) -> int:
+    return sum(-(-len(fed.train_rows(i)[1]) // 32) for i in range(fed.n_hospitals)) * rounds
+
+
+def in_graph_loop(fed, steps: int) -> None:
+    """The same number of SGD steps on the pooled rows, in one compiled function."""
     trainer = trainer_for(mlp, fed.n_features)
-    weights = trainer.initial_weights(0)
     per_epoch = -(-len(fed.y_train) // 32)
-    epochs = -(-steps // per_epoch)
-    trainer.fit(weights, fed.x_train, fed.y_train, epochs=epochs, batch_size=32, learning_rate=0.05,
-                rng=np.random.default_rng(0), max_steps=steps)
+    trainer.fit(trainer.initial_weights(0), fed.x_train, fed.y_train, epochs=-(-steps // per_epoch), batch_size=32,
+                learning_rate=0.05, rng=np.random.default_rng(0), max_steps=steps)
 
 
-def peak_rss_with(n_hospitals: int) -> float:
-    """Peak RSS (MiB) of a fresh process that registers ``n_hospitals`` and runs one round on 50."""
-    code = f"""
-import resource, fedsim as fs
-fed = fs.synthetic_federation("icu_mortality", n_hospitals={n_hospitals}, n_patients={n_hospitals} * 100, seed=0)
-fs.Experiment(federation=fed, rounds=1, fraction_train=50 / {n_hospitals}, evaluate_every=1).run()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
-"""
+def echo(message, context, call_next):
+    """A hospital that sends the weights it got straight back: Flower's messages, no training."""
+    if message.metadata.message_type != "train":
+        return call_next(message, context)
+    metrics = MetricRecord({"num-examples": 80, "train_loss": 0.0, "local_steps": 1})
+    return Message(RecordDict({"arrays": message.content["arrays"], "metrics": metrics}), reply_to=message)
+
+
+def fresh_process_10000() -> dict:
+    """Peak RSS (MiB) and round time of a fresh process: 10,000 hospitals registered, 1,000 training."""
+    code = textwrap.dedent("""
+        import json, resource, time, fedsim as fs
+        fed = fs.synthetic_federation("icu_mortality", n_hospitals=10_000, n_patients=1_000_000, seed=0)
+        run = fs.Experiment(federation=fed, model="mlp", rounds=1, fraction_train=0.1, evaluate_every=1)
+        run.run()
+        start = time.perf_counter()
+        run.replace(seed=1).run()
+        print(json.dumps({"round_s": time.perf_counter() - start,
+                          "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+    """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    return float(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-ray", action="store_true", help="skip Flower's Ray runtime (slow)")
     args = parser.parse_args()
+    device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
+    results = {"device": device}
+    dp = fs.privacy.DPSGD(noise_multiplier=1.0)
+    for name, workload in (("W1", W1), ("W2", W2)):
+        fed = federation(workload)
+        steps = total_steps(fed, workload["rounds"])
+        runs = {"cohort": experiment(fed, workload), "per_hospital": experiment(fed, workload, engine="sequential"),
+                "cohort_dpsgd": experiment(fed, workload, privacy=dp)}
+        for run in runs.values():
+            run.run()  # warm-up: trace the compiled functions once
+        in_graph_loop(fed, steps)
+        row = {"steps": steps, "loop_s": best_of(lambda: in_graph_loop(fed, steps))}  # noqa: B023
+        for label, run in runs.items():
+            row[f"{label}_s"] = best_of(run.run, repeat=3 if name == "W1" else 2)
+        if name == "W1" and not args.skip_ray:
+            row["ray_s"] = best_of(experiment(fed, workload, engine="ray").run, repeat=1)
+        if name == "W2":
+            floor = experiment(fed, workload, engine="sequential", client_mods=[echo])
+            floor.run()
+            row["messages_only_s"] = best_of(floor.run, repeat=2)
+        results[name] = row
 
-    fed = fs.synthetic_federation("icu_mortality", n_hospitals=20, n_patients=20 * 750, seed=0)
-    steps = sum(-(-len(fed.train_rows(i)[1]) // 32) for i in range(fed.n_hospitals)) * ROUNDS
-    print(f"workload: {fed!r}, {ROUNDS} rounds, {steps} SGD steps in all\n")
-
-    fedsim_run(fed)  # warm-up: trace the compiled functions once
-    centralized_loop(fed, steps)
-    t_inprocess = best_of(lambda: fedsim_run(fed))
-    t_central = best_of(lambda: centralized_loop(fed, steps))
-    results = {"inprocess_s": t_inprocess, "centralized_s": t_central}
-    if not args.skip_ray:
-        results["ray_s"] = best_of(lambda: fedsim_run(fed, engine="ray"), repeat=1)
-
-    big = fs.synthetic_federation("icu_mortality", n_hospitals=1000, n_patients=1000 * 750, seed=0)
-    small = fs.synthetic_federation("icu_mortality", n_hospitals=50, n_patients=50 * 750, seed=0)
-    results["round_50_of_1000_s"] = round_cost(big, fraction_train=0.05, repeat=3)
-    results["round_50_of_50_s"] = round_cost(small, fraction_train=1.0, repeat=3)
-    results["peak_rss_10000_hospitals_mib"] = peak_rss_with(10_000)
+    results["10000_hospitals"] = fresh_process_10000()
     results["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
-    print(f"(a) fedsim in-process          {t_inprocess:7.2f} s")
-    if "ray_s" in results:
-        ratio = results["ray_s"] / t_inprocess
-        print(f"(b) Flower Ray runtime         {results['ray_s']:7.2f} s   (b)/(a) = {ratio:5.1f}x")
-    print(f"(c) centralized compiled loop  {t_central:7.2f} s   (a)/(c) = {t_inprocess / t_central:5.2f}x")
-    print(f"\none round, 50 sampled of 1,000 registered: {results['round_50_of_1000_s']:.2f} s; "
-          f"of 50 registered: {results['round_50_of_50_s']:.2f} s "
-          f"(ratio {results['round_50_of_1000_s'] / results['round_50_of_50_s']:.2f})")
-    print(f"peak RSS, 10,000 hospitals registered (1,000,000 patients): "
-          f"{results['peak_rss_10000_hospitals_mib']:.0f} MiB")
+    print(f"device: {device}\n")
+    for name in ("W1", "W2"):
+        r = results[name]
+        print(f"{name} ({r['steps']} SGD steps in all)")
+        print(f"  (a) cohort engine            {r['cohort_s']:7.3f} s   (a)/(d) = {r['cohort_s'] / r['loop_s']:5.2f}x   "
+              f"{r['steps'] / r['cohort_s']:8.0f} hospital-steps/s")
+        print(f"  (b) per-hospital path        {r['per_hospital_s']:7.3f} s   (b)/(a) = "
+              f"{r['per_hospital_s'] / r['cohort_s']:5.1f}x")
+        if "ray_s" in r:
+            print(f"  (c) Flower Ray runtime       {r['ray_s']:7.3f} s   (c)/(a) = {r['ray_s'] / r['cohort_s']:5.1f}x")
+        print(f"  (d) in-graph sequential loop {r['loop_s']:7.3f} s")
+        print(f"  DP-SGD on the cohort engine  {r['cohort_dpsgd_s']:7.3f} s   DP-SGD / plain = "
+              f"{r['cohort_dpsgd_s'] / r['cohort_s']:5.2f}x")
+        if "messages_only_s" in r:
+            print(f"  Flower messages, no training {r['messages_only_s']:7.3f} s   (floor / (d) = "
+                  f"{r['messages_only_s'] / r['loop_s']:4.2f}x)")
+        print()
+    big = results["10000_hospitals"]
+    print(f"10,000 hospitals registered, 1,000 training: one round {big['round_s']:.2f} s, "
+          f"peak RSS {big['peak_rss_mib']:.0f} MiB")
     print(json.dumps(results))
 
 

@@ -12,7 +12,7 @@ import numpy as np
 
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen
-from fedsim.engine.messages import claimed_examples, decoded
+from fedsim.engine.messages import arrays, claimed_examples, decoded
 from fedsim.validation import NoneValue, Options, Positive, param
 
 LARGEST = "largest"
@@ -32,9 +32,9 @@ class _Validator(ReplyScreen):
             sent = exchange.sent[hospital].content["arrays"]
             if id(sent) not in global_weights:
                 global_weights[id(sent)] = [decoded(a).astype(np.float64) for a in sent.values()]
-            arrays = next(iter(content.array_records.values())).values()
+            received = next(iter(arrays(content).values())).values()
             norms[hospital] = float(np.sqrt(sum(float(np.sum((decoded(a) - g) ** 2))
-                                                for a, g in zip(arrays, global_weights[id(sent)]))))
+                                                for a, g in zip(received, global_weights[id(sent)]))))
             claims[hospital] = float(claimed_examples(content))
             if s.max_norm is not None and norms[hospital] > s.max_norm:
                 rejected[hospital] = f"UpdateValidator: update norm {norms[hospital]:.3g} > max_norm {s.max_norm:g}"

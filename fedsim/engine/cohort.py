@@ -21,7 +21,7 @@ import logging
 from collections.abc import Callable, Sequence
 
 import numpy as np
-from flwr.app import ArrayRecord, Message, MessageType
+from flwr.app import ArrayRecord, ConfigRecord, Message, MessageType
 
 from fedsim.cohort import CohortTrainer, Task, cohort_form
 from fedsim.engine.messages import decoded
@@ -38,10 +38,9 @@ _NOTICES: set[str] = set()
 
 def train_inputs(content) -> tuple[ArrayRecord, object] | None:
     """The weights record and config a train message carries (Message API or SecAgg+'s legacy fit), or None."""
-    if "arrays" in content.array_records and "config" in content.config_records:
-        return content["arrays"], content["config"]
-    if "fitins.parameters" in content.array_records and "fitins.config" in content.config_records:
-        return content["fitins.parameters"], content["fitins.config"]
+    for weights, config in (("arrays", "config"), ("fitins.parameters", "fitins.config")):
+        if isinstance(content.get(weights), ArrayRecord) and isinstance(content.get(config), ConfigRecord):
+            return content[weights], content[config]
     return None
 
 

@@ -22,7 +22,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 from flwr.supercore.task_identity import TaskIdentity
 
-from fedsim.engine.messages import decoded_record, own_copy
+from fedsim.engine.messages import arrays, decoded_record, own_copy
 
 SERVER_NODE_ID = 0
 
@@ -73,7 +73,7 @@ class InProcessGrid(Grid):
         messages = list(messages)
         shared: dict[int, object] = {}  # strategies send one shared record: decoded once
         for message in messages:
-            for key, record in list(message.content.array_records.items()):
+            for key, record in list(arrays(message.content).items()):
                 if id(record) not in shared:
                     shared[id(record)] = decoded_record(record)
                 message.content[key] = shared[id(record)]

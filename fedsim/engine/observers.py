@@ -62,11 +62,13 @@ class Exchange:
 
     @property
     def secagg_stage(self) -> str | None:
-        """Which SecAgg+ stage this exchange belongs to (setup, share_keys, ...), or None outside SecAgg+."""
+        """Which SecAgg+ stage this exchange belongs to (setup, share_keys, ...), or None outside SecAgg+.
+
+        Every message of an exchange is at the same stage: the first one tells.
+        """
         for message in self.sent.values():
-            config = message.content.config_records.get(RECORD_KEY_CONFIGS)
-            if config is not None and SecAggKey.STAGE in config:
-                return str(config[SecAggKey.STAGE])
+            config = message.content.get(RECORD_KEY_CONFIGS)
+            return str(config[SecAggKey.STAGE]) if config is not None and SecAggKey.STAGE in config else None
         return None
 
 
@@ -178,7 +180,7 @@ class ObservingGrid(Grid):
         if not messages:
             return replies
         first = messages[0]
-        config = first.content.config_records.get("config", {})
+        config = first.content.get("config") or {}
         exchange = Exchange(
             server_round=int(config.get("server-round", first.metadata.group_id or 0)),
             message_type=first.metadata.message_type,

@@ -25,7 +25,7 @@ from flwr.common import bytes_to_ndarray, parameters_to_ndarrays
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
 from flwr.compat.common import recorddict_compat as compat
 
-from fedsim.engine.messages import DecodedArray, decoded, holding
+from fedsim.engine.messages import DecodedArray, arrays, decoded, holding, metrics
 from fedsim.engine.observers import Exchange, ReplyScreen
 
 WEIGHT_KEY = "num-examples"
@@ -76,7 +76,7 @@ class ReplyCheck(ReplyScreen):
             if problem:
                 rejected[hospital] = f"reply check: {problem}"
             else:
-                metric_keys[hospital] = tuple(sorted(next(iter(reply.content.metric_records.values())).keys()))
+                metric_keys[hospital] = tuple(sorted(next(iter(metrics(reply.content).values())).keys()))
         usual = Counter(metric_keys.values()).most_common(1)
         for hospital, keys in metric_keys.items():
             if keys != usual[0][0]:
@@ -87,35 +87,36 @@ class ReplyCheck(ReplyScreen):
     @staticmethod
     def _message_problem(sent: Message, reply: Message) -> str | None:
         content = reply.content
-        if len(content.array_records) != 1:
-            return f"expected one ArrayRecord of model weights, got {len(content.array_records)}"
-        (name, record), (sent_name, expected) = (next(iter(content.array_records.items())),
-                                                 next(iter(sent.content.array_records.items())))
+        received = arrays(content)
+        if len(received) != 1:
+            return f"expected one ArrayRecord of model weights, got {len(received)}"
+        (name, record), (sent_name, expected) = next(iter(received.items())), next(iter(arrays(sent.content).items()))
         if name != sent_name or list(record.keys()) != list(expected.keys()):
             return f"array keys {list(record.keys())[:5]} are not the model's {list(expected.keys())[:5]}"
-        arrays, problem = _arrays(record)
+        values, problem = _arrays(record)
         if problem:
             return problem
-        for key, array, want in zip(record.keys(), arrays, expected.values()):
+        for key, array, want in zip(record.keys(), values, expected.values()):
             if tuple(array.shape) != tuple(want.shape):
                 return f"array {key!r} has shape {tuple(array.shape)}, the model's is {tuple(want.shape)}"
             if not np.issubdtype(array.dtype, np.floating):
                 return f"array {key!r} has dtype {array.dtype}, expected floating point"
             if not np.all(np.isfinite(array)):
                 return f"array {key!r} holds NaN or Inf"
-        if len(content.metric_records) != 1:
-            return f"expected one MetricRecord, got {len(content.metric_records)}"
-        metrics = next(iter(content.metric_records.values()))
-        odd = [k for k in metrics.keys() if not _finite_number(metrics[k])]
+        measured = metrics(content)
+        if len(measured) != 1:
+            return f"expected one MetricRecord, got {len(measured)}"
+        values_of = next(iter(measured.values()))
+        odd = [k for k in values_of.keys() if not _finite_number(values_of[k])]
         if odd:
-            return f"metric {odd[0]!r} is not a finite number ({metrics[odd[0]]!r})"
-        if WEIGHT_KEY not in metrics:
+            return f"metric {odd[0]!r} is not a finite number ({values_of[odd[0]]!r})"
+        if WEIGHT_KEY not in values_of:
             return f"no {WEIGHT_KEY!r} in its metrics"
-        if not metrics[WEIGHT_KEY] > 0:
-            return f"{WEIGHT_KEY} {metrics[WEIGHT_KEY]!r} is not above 0"
+        if not values_of[WEIGHT_KEY] > 0:
+            return f"{WEIGHT_KEY} {values_of[WEIGHT_KEY]!r} is not above 0"
         # Checked: every later reader (validator, audit trail, aggregation) gets these arrays decoded.
         content[name] = holding({key: a if isinstance(a, DecodedArray) else DecodedArray(array, a.data)
-                                 for (key, a), array in zip(record.items(), arrays)})
+                                 for (key, a), array in zip(record.items(), values)})
         return None
 
     # --- SecAgg+ ----------------------------------------------------------------------------------
@@ -131,12 +132,12 @@ class ReplyCheck(ReplyScreen):
         return rejected
 
     def _masked_problem(self, sent: Message, reply: Message) -> str | None:
-        if "fitins.parameters" not in sent.content.array_records:
+        if "fitins.parameters" not in sent.content:
             return None  # not a train message of the SecAgg+ workflow
         shapes = [a.shape for a in parameters_to_ndarrays(
             compat.recorddict_to_fitins(sent.content, keep_input=True).parameters)]
         modulus = self.modulus
-        config = reply.content.config_records.get(RECORD_KEY_CONFIGS)
+        config = reply.content.get(RECORD_KEY_CONFIGS)
         vectors = None if config is None else config.get(Key.MASKED_PARAMETERS)
         if not isinstance(vectors, list) or not all(isinstance(v, bytes) for v in vectors):
             return "no masked vectors"

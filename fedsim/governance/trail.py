@@ -40,6 +40,7 @@ from flwr.serverapp.strategy.multikrum import select_multikrum
 from fedsim.engine import Exchange, Plan, RoundObserver
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+from fedsim.engine.messages import arrays, decoded
 from fedsim.strategies import aggregation_facts
 
 PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
@@ -133,11 +134,11 @@ def in_play(experiment, plan: Plan) -> dict[str, list[dict]]:
 
 
 def _weights(content) -> list[np.ndarray] | None:
-    records = list(content.array_records.values())
+    records = list(arrays(content).values())
     if len(records) != 1:
         return None
     try:
-        return records[0].to_numpy_ndarrays()
+        return [decoded(a) for a in records[0].values()]
     except Exception:  # noqa: BLE001  (a hostile reply must not stop the audit)
         return None
 

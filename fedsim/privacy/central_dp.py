@@ -25,6 +25,7 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen, StrategyWrapper
 from fedsim.engine.ledger import ACCOUNTANTS, Charge, PrivacyLedger, check_delta, default_delta
+from fedsim.engine.messages import metrics as metric_records
 from fedsim.engine.messages import weights_of
 from fedsim.privacy.dpsgd import DELTA
 from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
@@ -80,7 +81,7 @@ class CalibratedRelease(StrategyWrapper):
         if not replies:
             return None, None  # nothing released, nothing charged
         for reply in replies:  # uniform weights: each aggregated hospital counts once
-            for record in reply.content.metric_records.values():
+            for record in metric_records(reply.content).values():
                 record[self.weighted_by_key] = 1
         self.strategy.num_sampled_clients = len(replies)  # noise sized for the updates really aggregated
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
