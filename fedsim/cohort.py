@@ -18,11 +18,15 @@ DP-SGD: per-example gradient norms come from tensorflow-privacy's fast
 gradient clipping (``clip_grads.compute_gradient_norms`` over its layer
 registry, into which ``CohortDense`` is registered with the same
 squared-norm rule as ``Dense``: an example's gradient is nonzero in its own
-hospital's slice only, so its norm is the Dense one); the clipped mean
-gradient of each hospital is then the gradient of the clip-weighted losses,
-as in tensorflow-privacy's ``compute_clipped_gradients_and_outputs``, and
-each hospital's noise is drawn by its own seeded generator. Convolutions have
-no fast-clipping rule in tensorflow-privacy: a model with one trains under
+hospital's slice only, so its norm is the Dense one). The clipped mean
+gradient of each hospital is the gradient of its clip-weighted losses, as in
+tensorflow-privacy's ``compute_clipped_gradients_and_outputs``; rather than
+a second forward and backward pass for it, it is assembled from what the
+registry already handed over (each layer's inputs and the per-example
+gradients at its pre-activation: a Dense kernel's gradient is their
+clip-weighted outer product), which makes DP-SGD cost about one pass. Each
+hospital's noise is drawn by its own seeded generator. Convolutions have no
+fast-clipping rule in tensorflow-privacy: a model with one trains under
 DP-SGD one hospital after another.
 """
 
@@ -61,13 +65,18 @@ class CohortDense(tf.keras.layers.Layer):
         return self.activation(self.pre_activation(x))
 
 
-def _cohort_dense_norms(layer, input_args, input_kwargs, tape, num_microbatches=None):
-    """tensorflow-privacy registry function for ``CohortDense``: Dense's squared-norm rule on its pre-activation."""
+def _cohort_dense_norms(seen: list, layer, input_args, input_kwargs, tape, num_microbatches=None):
+    """tensorflow-privacy registry function for ``CohortDense``: Dense's squared-norm rule on its pre-activation.
+
+    Each (layer, inputs, per-example pre-activation gradients) the rule sees
+    is appended to ``seen``: the clipped gradient is built from them.
+    """
     (x,) = input_args
     base_vars = layer.pre_activation(x)
     tape.watch(base_vars)
 
     def sqr_norm_fn(grads):
+        seen.append((layer, x, grads))
         return einsum_utils.compute_fast_einsum_squared_gradient_norm(
             "...b,bc->...c", x, grads, "c" if layer.use_bias else None, num_microbatches)
 
@@ -151,7 +160,9 @@ class CohortTrainer:
         self.shapes = [tuple(w.shape) for w in base.weights]
         self.dtypes = [w.dtype for w in base.weights]
         self.registry = layer_registry.make_default_layer_registry()
-        self.registry.insert(CohortDense, _cohort_dense_norms)
+        self._seen: list = []  # what the registry saw in the step being traced
+        self._seen_losses: list = []
+        self.registry.insert(CohortDense, functools.partial(_cohort_dense_norms, self._seen))
         self.fast_clipping = all(isinstance(layer, CohortDense) or not layer.trainable_weights
                                  for layer in self.model.layers)
         n = cohort * batch
@@ -162,7 +173,7 @@ class CohortTrainer:
         self._train = tf.function(self._train_pass, input_signature=[*plan, tf.TensorSpec([cohort], tf.float32)])
         self._dp_train = tf.function(self._dp_train_pass, input_signature=[
             *plan, tf.TensorSpec([], tf.float32), tf.TensorSpec([], tf.float32),
-            tf.TensorSpec([None, cohort, sum(int(np.prod(s)) for s in self.shapes)], tf.float32)])
+            tf.TensorSpec([cohort, None, sum(int(np.prod(s)) for s in self.shapes)], tf.float32)])
 
     # --- the traced passes ------------------------------------------------------------------------
     def _assign(self, weights):
@@ -177,6 +188,12 @@ class CohortTrainer:
         for variable, grad in zip(self.model.weights, grads):
             variable.assign_sub(tf.reshape(scale, (-1,) + (1,) * (len(variable.shape) - 1)) * grad)
 
+    def _proximal(self, variables, weights, proximal_mu, active):
+        """FedProx: mu/2 * ||w - w_global||^2 per hospital keeps each local model near the global one."""
+        distance = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(v - a), (self.cohort, -1)), axis=1)
+                             for v, a in zip(variables, weights)])
+        return tf.reduce_sum(active * 0.5 * proximal_mu * distance)
+
     def _train_pass(self, weights, x, y, index, mask, counts, learning_rate, proximal_mu):
         """Every hospital's batches, step by step; returns (new weights, each hospital's summed loss)."""
         self._assign(weights)
@@ -189,13 +206,33 @@ class CohortTrainer:
                 logits = self.model(xb, training=True)[:, 0]
                 losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=yb, logits=logits) * m
                 loss = self._per_hospital(losses) / tf.maximum(counts[t], 1.0)
-                # FedProx: mu/2 * ||w - w_global||^2 per hospital keeps each local model near the global one.
-                prox = tf.add_n([tf.reduce_sum(tf.reshape(tf.square(v - a), (self.cohort, -1)), axis=1)
-                                 for v, a in zip(variables, weights)])
-                objective = tf.reduce_sum(active * (loss + 0.5 * proximal_mu * prox))
+                proximal = functools.partial(self._proximal, variables, weights, proximal_mu, active)
+                objective = tf.reduce_sum(active * loss) + tf.cond(tf.reduce_any(proximal_mu > 0), proximal,
+                                                                   lambda: 0.0)
             self._step(tape.gradient(objective, variables), learning_rate, active)
             total += active * loss
         return [v.read_value() for v in variables], total
+
+    def _masked_losses(self, labels, logits, weights):
+        """Per-example losses for ``compute_gradient_norms`` (masked rows weigh 0), kept for the loss report."""
+        self._seen_losses.append(weights * tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)[:, 0])
+        return self._seen_losses[-1]
+
+    def _clipped_gradients(self, weight):
+        """Each hospital's gradient of its examples' losses times ``weight``, from the layers the registry saw.
+
+        A Dense kernel's gradient is the sum over examples of input (x) times
+        pre-activation gradient (g), the bias's the sum of g: per hospital, a
+        batched x^T (weight * g).
+        """
+        k, b = self.cohort, self.batch
+        grads = {}
+        for layer, x, g in self._seen:
+            scaled = tf.reshape(weight[:, None] * g, (k, b, -1))
+            grads[layer.kernel.ref()] = tf.matmul(tf.reshape(x, (k, b, -1)), scaled, transpose_a=True)
+            if layer.use_bias:
+                grads[layer.bias.ref()] = tf.reduce_sum(scaled, axis=1)
+        return [grads[v.ref()] for v in self.model.weights]
 
     def _dp_train_pass(self, weights, x, y, index, mask, counts, learning_rate, l2_norm_clip, noise_multiplier,
                        noise):
@@ -208,24 +245,18 @@ class CohortTrainer:
             xb, yb, m = tf.gather(x, index[t]), tf.gather(y, index[t]), mask[t]
             active = tf.cast(counts[t] > 0, tf.float32)
             per_row = tf.repeat(tf.maximum(counts[t], 1.0), self.batch)
-            norms = clip_grads.compute_gradient_norms(
-                self.model, self.registry, xb, yb[:, None], weight_batch=m,
-                per_example_loss_fn=lambda labels, logits, weights: weights * tf.nn.sigmoid_cross_entropy_with_logits(
-                    labels=labels, logits=logits)[:, 0],
-                trainable_vars=variables)
-            weight = tf.stop_gradient(clip_grads.compute_clip_weights(l2_norm_clip, norms) * m / per_row)
-            with tf.GradientTape() as tape:
-                logits = self.model(xb, training=True)[:, 0]
-                losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=yb, logits=logits)
-                objective = tf.reduce_sum(weight * losses)
-            grads = tape.gradient(objective, variables)
+            self._seen.clear(), self._seen_losses.clear()
+            norms = clip_grads.compute_gradient_norms(self.model, self.registry, xb, yb[:, None], weight_batch=m,
+                                                      per_example_loss_fn=self._masked_losses, trainable_vars=variables)
+            weight = clip_grads.compute_clip_weights(l2_norm_clip, norms) / per_row  # m is in the gradients already
+            grads = self._clipped_gradients(weight)
             # Each hospital's clipped gradient is a batch mean: noise_multiplier * clip / its batch size.
             stddev = noise_multiplier * l2_norm_clip / tf.maximum(counts[t], 1.0)
-            draws = tf.split(noise[t], sizes, axis=1)
+            draws = tf.split(noise[:, t], sizes, axis=1)
             noisy = [g + tf.reshape(stddev, (-1,) + (1,) * (len(g.shape) - 1)) * tf.reshape(d, g.shape)
                      for g, d in zip(grads, draws)]
             self._step(noisy, learning_rate, active)
-            total += active * self._per_hospital(losses * m) / tf.maximum(counts[t], 1.0)
+            total += active * self._per_hospital(self._seen_losses[-1]) / tf.maximum(counts[t], 1.0)
         return [v.read_value() for v in variables], total
 
     # --- what the engine calls ------------------------------------------------------------------------
@@ -262,9 +293,9 @@ class CohortTrainer:
             mus[: len(tasks)] = [t.proximal_mu for t in tasks]
             new, total = self._train(*args, mus)
         else:
-            noise = np.zeros((horizon, k, sum(int(np.prod(s)) for s in self.shapes)), np.float32)
+            noise = np.zeros((k, horizon, sum(int(np.prod(s)) for s in self.shapes)), np.float32)
             for i, task in enumerate(tasks):
-                noise[: len(task.noise), i] = task.noise
+                noise[i, : len(task.noise)] = task.noise
             new, total = self._dp_train(*args, np.float32(dp[0]), np.float32(dp[1]), noise)
         new, total = [w.numpy() for w in new], total.numpy()
         return [([w[i] for w in new], float(total[i] / max(steps[i], 1)), steps[i]) for i in range(len(tasks))]

@@ -11,7 +11,7 @@ mod changed it (an attacker training longer, a poisoned config), the
 hospital trains alone. So every mod, wrapper and observer sees exactly what
 it would see one hospital at a time.
 
-Cohorts larger than ``max_cohort`` are split into chunks; a model without a
+Cohorts larger than ``max_cohort`` are split into chunks of even size; a model without a
 cohort form, and DP-SGD on one whose layers tensorflow-privacy cannot clip
 quickly (convolutions), train one hospital after another (a one-line notice
 says so once).
@@ -105,8 +105,9 @@ class CohortRound:
             key = (int(config["batch-size"]), dp)
             groups.setdefault(key, []).append((hospital, record, config, weights_of[id(record)]))
         for (batch, dp), members in groups.items():
-            for start in range(0, len(members), self.max_cohort):
-                self._train(members[start:start + self.max_cohort], batch, dp)
+            size = -(-len(members) // -(-len(members) // self.max_cohort))  # chunks of even size, none over the cap
+            for start in range(0, len(members), size):
+                self._train(members[start:start + size], batch, dp)
 
     def _train(self, members: list, batch: int, dp: tuple[float, float] | None) -> None:
         size = min(self.max_cohort, -(-len(members) // 8) * 8)  # padded to a multiple of 8: few traces
