@@ -245,7 +245,8 @@ class CohortTrainer:
             xb, yb, m = tf.gather(x, index[t]), tf.gather(y, index[t]), mask[t]
             active = tf.cast(counts[t] > 0, tf.float32)
             per_row = tf.repeat(tf.maximum(counts[t], 1.0), self.batch)
-            self._seen.clear(), self._seen_losses.clear()
+            self._seen.clear()
+            self._seen_losses.clear()
             norms = clip_grads.compute_gradient_norms(self.model, self.registry, xb, yb[:, None], weight_batch=m,
                                                       per_example_loss_fn=self._masked_losses, trainable_vars=variables)
             weight = clip_grads.compute_clip_weights(l2_norm_clip, norms) / per_row  # m is in the gradients already
