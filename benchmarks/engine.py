@@ -115,8 +115,8 @@ def main():
     for name in ("W1", "W2"):
         r = results[name]
         print(f"{name} ({r['steps']} SGD steps in all)")
-        print(f"  (a) cohort engine            {r['cohort_s']:7.3f} s   (a)/(d) = {r['cohort_s'] / r['loop_s']:5.2f}x   "
-              f"{r['steps'] / r['cohort_s']:8.0f} hospital-steps/s")
+        print(f"  (a) cohort engine            {r['cohort_s']:7.3f} s   (a)/(d) = "
+              f"{r['cohort_s'] / r['loop_s']:5.2f}x   {r['steps'] / r['cohort_s']:8.0f} hospital-steps/s")
         print(f"  (b) per-hospital path        {r['per_hospital_s']:7.3f} s   (b)/(a) = "
               f"{r['per_hospital_s'] / r['cohort_s']:5.1f}x")
         if "ray_s" in r:

@@ -107,12 +107,19 @@ class DecodedArray(Array):
         ndarray = np.array(ndarray, order="C", copy=None)  # (ascontiguousarray would turn a 0-d array 1-d)
         if data is None:
             data = _header(ndarray.dtype, ndarray.shape) + ndarray.tobytes()
-        super().__init__(dtype=str(ndarray.dtype), shape=tuple(ndarray.shape), stype=SType.NUMPY, data=data)
         ndarray.flags.writeable = False
-        self.__dict__["_decoded"] = ndarray
+        # What Flower's Array(dtype=, shape=, stype=, data=) sets (four fields, marked dirty), set directly:
+        # its argument parsing costs more than the rest of a reply's handling (tests/engine/test_messages.py
+        # checks the two agree).
+        self.__dict__.update(dtype=str(ndarray.dtype), shape=tuple(ndarray.shape), stype=SType.NUMPY, data=data,
+                             _is_dirty=True, _decoded=ndarray)
 
     def numpy(self) -> np.ndarray:
         return self.__dict__["_decoded"].copy()
+
+    def deflate(self) -> bytes:
+        """Serialized as the plain Flower ``Array`` it is (Flower names the class in the bytes it sends)."""
+        return Array(dtype=self.dtype, shape=self.shape, stype=self.stype, data=self.data).deflate()
 
     def __setattr__(self, name, value):
         if name in ("dtype", "shape", "stype", "data") and "_decoded" in self.__dict__:
@@ -146,10 +153,18 @@ def decoded(array: Array) -> np.ndarray:
 
 
 def holding(arrays: dict[str, Array]) -> ArrayRecord:
-    """An ArrayRecord holding these very Array objects (``ArrayRecord(dict)`` would copy each into a new Array)."""
-    record = ArrayRecord()
+    """An ArrayRecord holding these very Array objects (``ArrayRecord(dict)`` would copy each into a new Array).
+
+    The keys and values are checked as ``ArrayRecord.__setitem__`` checks
+    them, then stored at once (tests/engine/test_messages.py checks the
+    result equals Flower's).
+    """
     for key, array in arrays.items():
-        record[key] = array
+        if not isinstance(key, str) or not isinstance(array, Array):
+            raise TypeError(f"an ArrayRecord maps str to Array, got {type(key).__name__} -> {type(array).__name__}")
+    record = ArrayRecord()
+    record.__dict__["_data"].update(arrays)
+    record.__dict__["_is_dirty"] = True
     return record
 
 

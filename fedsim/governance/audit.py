@@ -53,8 +53,18 @@ OPENING = b'{"data": {'  # how every line the writer writes begins (sorted keys:
 AuditKey = bytes | Ed25519PrivateKey | Ed25519PublicKey
 
 
+_LEAVES = (str, int, bool, type(None))
+
+
 def plain(value):
     """``value`` as JSON-ready plain data: numpy scalars and arrays, non-finite floats as strings."""
+    kind = type(value)
+    if kind in _LEAVES:  # the common cases first: an entry may hold a million of them
+        return value
+    if kind is float:
+        return value if math.isfinite(value) else str(value)
+    if kind is list and all(type(v) in _LEAVES for v in value):
+        return list(value)
     if isinstance(value, dict):
         return {str(k): plain(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -73,10 +83,13 @@ def plain(value):
     return repr(value)
 
 
-def canonical(value) -> bytes:
-    """Canonical JSON bytes (sorted keys, no whitespace): what hashes and signatures cover."""
-    return json.dumps(plain(value), sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False).encode()
+def canonical(value, *, is_plain: bool = False) -> bytes:
+    """Canonical JSON bytes (sorted keys, no whitespace): what hashes and signatures cover.
+
+    ``is_plain``: ``value`` is plain data already (``plain`` is not run again).
+    """
+    return json.dumps(value if is_plain else plain(value), sort_keys=True, separators=(",", ":"),
+                      ensure_ascii=False, allow_nan=False).encode()
 
 
 def digest(value) -> str:
@@ -89,6 +102,12 @@ def entry_hash(entry: dict) -> str:
     return digest({k: v for k, v in entry.items() if k not in ("hash", "sig")})
 
 
+def _plain_hash(entry: dict) -> str:
+    """``entry_hash`` of an entry that is plain data already (what the writer builds)."""
+    return hashlib.sha256(canonical({k: v for k, v in entry.items() if k not in ("hash", "sig")},
+                                    is_plain=True)).hexdigest()
+
+
 def _line(entry: dict) -> str:
     """An entry as the writer writes it (without the newline)."""
     return json.dumps(entry, sort_keys=True, ensure_ascii=False, allow_nan=False)
@@ -96,12 +115,12 @@ def _line(entry: dict) -> str:
 
 def _depth(value) -> int:
     """How many levels of lists and objects nest in ``value`` (iterative: any depth)."""
-    deepest, stack = 0, [(value, 1)]
+    deepest, stack = 0, [(value, 1)] if isinstance(value, (dict, list)) else []
     while stack:
         item, depth = stack.pop()
-        if isinstance(item, (dict, list)):
-            deepest = max(deepest, depth)
-            stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)]
+        deepest = max(deepest, depth)
+        stack += [(v, depth + 1) for v in (item.values() if isinstance(item, dict) else item)
+                  if isinstance(v, (dict, list))]
     return deepest
 
 
@@ -261,7 +280,7 @@ class AuditWriter:
             raise ValueError(f"data: nests deeper than {MAX_DEPTH} levels")
         entry = {"seq": self.seq, "time": datetime.now(UTC).isoformat(timespec="microseconds"),
                  "kind": kind, "data": data, "prev": self.head}
-        entry["hash"] = entry_hash(entry)
+        entry["hash"] = _plain_hash(entry)
         if self.key is not None:
             entry["sig"] = _sign(self.key, entry["hash"])
         line = _line(entry) + "\n"

@@ -5,7 +5,6 @@ import pytest
 
 import fedsim as fs
 from fedsim.cohort import CohortTrainer, Task, cohort_form
-from fedsim.engine.messages import DecodedArray, decoded, encoded, own_copy
 from fedsim.models import cnn, logreg, mlp
 from fedsim.training import batch_plan, noise_draws, trainer_for
 
@@ -94,19 +93,3 @@ def test_a_model_without_a_cohort_form_trains_alone_with_a_notice(fed, caplog):
     assert all(np.array_equal(a, b) for a, b in zip(res.weights, run.replace(engine="sequential").run().weights))
     assert res.final("auroc") > res.metrics.query("round == 0 and scope == 'global' and metric == 'auroc'").value[0]
     assert any("one after another" in r.message for r in caplog.records)
-
-
-def test_arrays_are_decoded_once_and_read_as_flower_reads_them():
-    from flwr.app import Array, ArrayRecord, RecordDict
-
-    for value in (np.random.rand(3, 4).astype(np.float32), np.arange(5), np.array(2.5), np.zeros((0, 3))):
-        flower = Array(value)
-        assert np.array_equal(decoded(flower), value) and np.array_equal(DecodedArray(value).numpy(), value)
-        assert DecodedArray(value).data == flower.data  # the bytes np.save writes
-    record = encoded([np.ones((2, 2), np.float32)])
-    copy = own_copy(RecordDict({"arrays": record}))
-    assert copy["arrays"] is not record and copy["arrays"]["0"] is record["0"]  # own records, shared arrays
-    odd = Array(dtype="float32", shape=(2,), stype="numpy.ndarray", data=b"not npy bytes")
-    with pytest.raises(ValueError):
-        decoded(odd)
-    assert isinstance(ArrayRecord(), ArrayRecord)
