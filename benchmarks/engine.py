@@ -8,8 +8,9 @@ Compared on each:
   (b) the per-hospital path (engine="sequential"),
   (c) Flower's Ray simulation runtime (W1 only: 1,000 Ray nodes would take minutes to start),
   (d) an in-graph sequential loop: the same number of SGD steps on the pooled rows, one tf.function.
-Then: DP-SGD on the cohort engine against plain; the cost of one W2 round of Flower messages with no
-training at all (the floor the message format sets); hospitals x steps per second; and, in a fresh
+Then: DP-SGD on the cohort engine against plain; the cohort engine's compiled program alone on the same
+work (no messages), plain and DP-SGD; the cost of one W2 round of Flower messages with no training at
+all (the floor the message format sets); hospitals x steps per second; and, in a fresh
 process, peak RSS and round time with 10,000 hospitals registered and 1,000 training.
 
     python benchmarks/engine.py [--skip-ray]     # make bench
@@ -29,8 +30,9 @@ from timing import best_of
 
 import fedsim as fs
 from fedsim._tf import tf
+from fedsim.cohort import CohortTrainer, Task
 from fedsim.models import mlp
-from fedsim.training import trainer_for
+from fedsim.training import batch_plan, noise_draws, trainer_for
 
 W1 = {"n_hospitals": 20, "rows": 750, "rounds": 3}
 W2 = {"n_hospitals": 1000, "rows": 100, "rounds": 1}
@@ -56,6 +58,34 @@ def in_graph_loop(fed, steps: int) -> None:
     per_epoch = -(-len(fed.y_train) // 32)
     trainer.fit(trainer.initial_weights(0), fed.x_train, fed.y_train, epochs=-(-steps // per_epoch), batch_size=32,
                 learning_rate=0.05, rng=np.random.default_rng(0), max_steps=steps)
+
+
+def cohort_trainer_alone(fed, workload):
+    """The cohort engine's compiled program on the same work, with no Flower messages around it.
+
+    Returns ``run(dp=None)``. Every hospital's batch plan (and DP-SGD noise) is drawn as the engine
+    draws it, cohorts of at most 256 hospitals as the engine splits them; the start weights are the
+    same every round.
+    """
+    trainer = trainer_for(mlp, fed.n_features)
+    start = trainer.initial_weights(0)
+    n = fed.n_hospitals
+    size = -(-n // -(-n // 256))
+    cohort = CohortTrainer(mlp, fed.n_features, min(256, -(-size // 8) * 8), 32)
+
+    def run(dp: tuple[float, float] | None = None) -> None:
+        for server_round in range(1, workload["rounds"] + 1):
+            tasks = []
+            for hospital in range(n):
+                x, y = fed.train_rows(hospital)
+                rng = np.random.default_rng([0, server_round, hospital])
+                order, bounds = batch_plan(len(x), epochs=1, batch_size=32, rng=rng)
+                noise = noise_draws(rng, len(bounds) - 1, trainer.n_parameters) if dp else None
+                tasks.append(Task(start, x, y, order, bounds, 0.05, 0.0, noise))
+            for first in range(0, n, size):
+                cohort.fit(tasks[first:first + size], dp)
+
+    return run
 
 
 def echo(message, context, call_next):
@@ -97,7 +127,10 @@ def main():
         for run in runs.values():
             run.run()  # warm-up: trace the compiled functions once
         in_graph_loop(fed, steps)
-        row = {"steps": steps, "loop_s": best_of(lambda: in_graph_loop(fed, steps))}  # noqa: B023
+        alone = cohort_trainer_alone(fed, workload)
+        alone(), alone((1.0, 1.0))
+        row = {"steps": steps, "loop_s": best_of(lambda: in_graph_loop(fed, steps)),  # noqa: B023
+               "trainer_alone_s": best_of(alone), "trainer_alone_dpsgd_s": best_of(lambda: alone((1.0, 1.0)))}  # noqa: B023
         for label, run in runs.items():
             row[f"{label}_s"] = best_of(run.run, repeat=3 if name == "W1" else 2)
         if name == "W1" and not args.skip_ray:
@@ -124,6 +157,10 @@ def main():
         print(f"  (d) in-graph sequential loop {r['loop_s']:7.3f} s")
         print(f"  DP-SGD on the cohort engine  {r['cohort_dpsgd_s']:7.3f} s   DP-SGD / plain = "
               f"{r['cohort_dpsgd_s'] / r['cohort_s']:5.2f}x")
+        print(f"  cohort trainer alone         {r['trainer_alone_s']:7.3f} s   (no messages; / (d) = "
+              f"{r['trainer_alone_s'] / r['loop_s']:4.2f}x)")
+        print(f"  ... with DP-SGD              {r['trainer_alone_dpsgd_s']:7.3f} s   (DP-SGD / plain = "
+              f"{r['trainer_alone_dpsgd_s'] / r['trainer_alone_s']:4.2f}x, Gaussian draws included)")
         if "messages_only_s" in r:
             print(f"  Flower messages, no training {r['messages_only_s']:7.3f} s   (floor / (d) = "
                   f"{r['messages_only_s'] / r['loop_s']:4.2f}x)")

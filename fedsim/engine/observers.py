@@ -176,7 +176,10 @@ class ObservingGrid(Grid):
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         messages = list(messages)
-        replies = list(self.grid.send_and_receive(messages, timeout=timeout))
+        # By hospital, not by arrival: aggregation sums in a fixed order, so identical runs give identical
+        # weights on every engine (a real federation answers in any order).
+        replies = sorted(self.grid.send_and_receive(messages, timeout=timeout),
+                         key=lambda reply: self.hospital_of(reply.metadata.src_node_id))
         if not messages:
             return replies
         first = messages[0]
