@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(VENV)/bin/fedsim run examples/demo.yaml --out results/demo
+	$(VENV)/bin/fedsim demo --out results/demo
 
 test: setup
 	$(PY) -m pytest
@@ -25,8 +25,8 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check .
 
-lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+lab: setup  # rooted at the repository, so that the notebooks' links (datasheet, README) open
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks/README.md
 
 bench: setup
 	$(PY) benchmarks/engine.py

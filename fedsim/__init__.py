@@ -16,6 +16,7 @@ from fedsim import (
     _tf,  # noqa: F401  (sets up TensorFlow with Keras 2 before anything else)
     adversaries,
     attacks,
+    audit,
     availability,
     baselines,
     defenses,
@@ -25,6 +26,7 @@ from fedsim import (
     studies,
 )
 from fedsim.adversaries import Turn
+from fedsim.claims import claim
 from fedsim.components import REGISTRY, Component, from_settings
 from fedsim.engine import Exchange, Plan, RoundObserver, StrategyWrapper
 from fedsim.experiment import Experiment
@@ -40,7 +42,7 @@ attacks.compare_defenses = studies.compare_defenses
 
 __all__ = [
     "KNOBS", "REGISTRY", "STRATEGIES", "Component", "Exchange", "Experiment", "Federation", "Plan", "Result",
-    "RoundObserver", "StrategyWrapper", "Turn", "adversaries", "attacks", "availability", "baselines", "compare",
-    "defenses", "evaluate_defense", "from_settings", "governance", "list_scenarios", "plots", "privacy", "studies",
-    "sweep", "synthetic_federation",
+    "RoundObserver", "StrategyWrapper", "Turn", "adversaries", "attacks", "audit", "availability", "baselines", "claim",
+    "compare", "defenses", "evaluate_defense", "from_settings", "governance", "list_scenarios", "plots", "privacy",
+    "studies", "sweep", "synthetic_federation",
 ]

@@ -1,12 +1,23 @@
-"""TensorFlow, imported the one way that works with tensorflow-privacy.
+"""TensorFlow, imported the one way that works with tensorflow-privacy, and quietly.
 
 tensorflow-privacy's optimizers need Keras 2 (the ``tf-keras`` package), which
 TensorFlow only serves as ``tf.keras`` when ``TF_USE_LEGACY_KERAS=1`` is set
 before TensorFlow is first imported. Every fedsim module gets ``tf`` from here.
+
+TensorFlow's native code writes log lines to the process's stderr (oneDNN,
+CUDA drivers, ``failed call to cuInit``, absl's "before InitializeLog"
+warning) before Python logging exists, whatever ``TF_CPP_MIN_LOG_LEVEL``
+says; so stderr's file descriptor points to /dev/null while TensorFlow is
+imported and looks for GPUs, and TensorFlow's later logs stop at level 3.
+To see them all: ``FEDSIM_TF_LOG=0`` (any ``TF_CPP_MIN_LOG_LEVEL`` value),
+or ``fedsim --verbose ...`` on the command line.
 """
 
+import contextlib
+import logging
 import os
 import sys
+from pathlib import Path
 
 if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
     raise ImportError(
@@ -14,10 +25,36 @@ if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
         f"not {os.environ['TF_USE_LEGACY_KERAS']!r}."
     )
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-import tensorflow as tf  # noqa: E402
+LOG_ENV = "FEDSIM_TF_LOG"
+# The command line's --verbose is read here: the CLI parses its arguments only after fedsim (and TensorFlow) loaded.
+_argv = getattr(sys, "argv", None) or [""]
+VERBOSE = LOG_ENV in os.environ or (Path(_argv[0]).name == "fedsim" and "--verbose" in _argv[1:])
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get(LOG_ENV, "0" if VERBOSE else "3")
+
+
+@contextlib.contextmanager
+def native_stderr_silenced(silence: bool = not VERBOSE):
+    """Point file descriptor 2 at /dev/null (native code's stderr), then back; Python's own errors still show."""
+    if not silence:
+        yield
+        return
+    sys.stderr.flush()
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    try:
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
+with native_stderr_silenced():
+    import tensorflow as tf
+
+    GPUS = tf.config.list_physical_devices("GPU")  # initialises CUDA (and its cuInit error) while stderr is off
 
 if not tf.keras.__name__.startswith("tf_keras"):
     raise ImportError(
@@ -25,6 +62,9 @@ if not tf.keras.__name__.startswith("tf_keras"):
         "TF_USE_LEGACY_KERAS=1) before anything imports tensorflow or keras."
     )
 
+if not VERBOSE:
+    tf.get_logger().setLevel(logging.ERROR)
+    logging.getLogger("absl").setLevel(logging.ERROR)
 # AutoGraph echoes notes about library helpers it runs as-is to stdout in notebooks.
 tf.autograph.set_verbosity(0, alsologtostdout=False)
 
@@ -32,4 +72,21 @@ tf.autograph.set_verbosity(0, alsologtostdout=False)
 # so that its submodules can be imported directly.
 sys.skip_tf_privacy_import = True
 
-__all__ = ["tf"]
+_noted = []
+
+
+def device_note() -> str:
+    """The compute device in one line: "no GPU found, using CPU" or the GPUs TensorFlow uses."""
+    if not GPUS:
+        return "no GPU found, using CPU"
+    return f"using {len(GPUS)} GPU{'s' if len(GPUS) > 1 else ''}: {', '.join(g.name for g in GPUS)}"
+
+
+def note_device() -> None:
+    """Print ``device_note()`` once per process, where training starts."""
+    if not _noted:
+        _noted.append(True)
+        print(device_note(), flush=True)
+
+
+__all__ = ["GPUS", "device_note", "note_device", "native_stderr_silenced", "tf"]

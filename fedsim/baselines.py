@@ -6,6 +6,7 @@ part of a round, so give them ``rounds * local_epochs`` epochs for equal work.
 
 import numpy as np
 
+from fedsim._tf import note_device
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn, resolve_model
@@ -13,10 +14,14 @@ from fedsim.results import Result, tidy
 from fedsim.training import trainer_for
 from fedsim.validation import Instance, Integer, check
 
+# The name people read for each baseline (CLI output, notebooks, README), by its config name.
+TITLES = {"centralized": "centralized", "local_only": "local only"}
+
 
 def _check(fed: Federation, epochs: int) -> None:
     check("federation", fed, Instance(Federation, what="a fedsim Federation"))
     check("epochs", epochs, Integer(min=1))
+    note_device()
 
 
 def centralized(
@@ -36,7 +41,7 @@ def centralized(
         rows += tidy_metrics(epoch, fed.y_test, trainer.predict(weights, fed.x_test), fed.test_offsets, hospitals)
     config = {"baseline": "centralized", "epochs": epochs, "batch_size": batch_size,
               "learning_rate": learning_rate, "seed": seed}
-    return Result("centralized", tidy(rows), weights, fed, model_fn, config)
+    return Result(TITLES["centralized"], tidy(rows), weights, fed, model_fn, config)
 
 
 def local_only(
@@ -72,4 +77,4 @@ def local_only(
     largest = int(np.argmax(np.diff(fed.train_offsets)))
     config = {"baseline": "local_only", "epochs": epochs, "batch_size": batch_size,
               "learning_rate": learning_rate, "seed": seed}
-    return Result("local only", tidy(rows), models[largest], fed, model_fn, config)
+    return Result(TITLES["local_only"], tidy(rows), models[largest], fed, model_fn, config)

@@ -1,4 +1,4 @@
-"""``fedsim run|sweep|data|audit|report ...``: the public API from the shell.
+"""``fedsim demo|run|sweep|assess|data|audit|report ...``: the public API from the shell.
 
 A config is YAML whose keys mirror ``fedsim.Experiment``; components are
 given by their registry name and settings::
@@ -9,12 +9,18 @@ given by their registry name and settings::
     availability: [{name: dropout, rate: 0.1}]
     observers: [{name: gradient_inversion, hospital: 0, round: 1}]
 
+``fedsim assess`` takes the same keys as the base experiment, plus
+``candidates: {label: {<Experiment changes>}}``, ``threats``, ``seeds``,
+``audit`` (a ``{name: canaries, ...}`` spec, or null), ``mia_shadows`` and
+``require`` (e.g. ``"epsilon<=8, auroc>=0.80"``).
+
 Bad input (config, arguments) prints one ``error: ...`` line and exits 2;
 ``fedsim run`` exits 1 when the run stopped early (too few hospitals eligible,
 see participation.csv) and ``fedsim audit verify`` when the log was tampered with.
 """
 
 import argparse
+import dataclasses
 import os
 import sys
 from datetime import datetime
@@ -25,17 +31,19 @@ import yaml
 
 import data_synthetic
 import fedsim as fs
+from fedsim import demo
 from fedsim.plots import plot_comparison
 from fedsim.validation import Seq, Text, check
 
 EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
                    "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
-                   "privacy_budget", "policies", "privacy", "adversaries", "defenses", "availability", "observers")
+                   "privacy_budget", "policies", "privacy", "adversaries", "defenses", "availability", "observers",
+                   "audit")
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
 
 
-def load_config(path: str) -> dict:
-    """A YAML mapping with a ``federation:`` section and Experiment keys."""
+def load_config(path: str, extra: tuple[str, ...] = ()) -> dict:
+    """A YAML mapping with a ``federation:`` section and Experiment keys (and the command's ``extra`` keys)."""
     try:
         config = yaml.safe_load(Path(path).read_text())
     except FileNotFoundError:
@@ -46,10 +54,10 @@ def load_config(path: str) -> dict:
         raise ValueError(f"config: {path} is not valid YAML ({str(error).splitlines()[0]})") from None
     if not isinstance(config, dict) or "federation" not in config:
         raise ValueError("config: expected a mapping with a 'federation:' section")
-    unknown = set(config) - {"federation", "baselines", *EXPERIMENT_KEYS}
+    unknown = set(config) - {"federation", "baselines", *EXPERIMENT_KEYS, *extra}
     if unknown:
         raise ValueError(f"config: unknown keys {sorted(unknown)}; "
-                         f"allowed: federation, baselines, {', '.join(EXPERIMENT_KEYS)}")
+                         f"allowed: federation, baselines, {', '.join((*EXPERIMENT_KEYS, *extra))}")
     return config
 
 
@@ -118,12 +126,13 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
     result = experiment.replace(out=folder, audit_key=key).run()  # writes folder/audit.jsonl
     runs = {experiment.label: result}
     for name in baselines:
-        runs[name] = BASELINES[name](fed, model=experiment.model, epochs=epochs, batch_size=experiment.batch_size,
-                                     learning_rate=experiment.learning_rate, seed=experiment.seed)
+        baseline = BASELINES[name](fed, model=experiment.model, epochs=epochs, batch_size=experiment.batch_size,
+                                   learning_rate=experiment.learning_rate, seed=experiment.seed)
+        runs[baseline.name] = baseline  # its display name: "local only"
     table = fs.compare(runs)
 
     table.to_csv(folder / "metrics.csv", index=False)
-    for name in ("privacy", "participation", "adversaries", "attacks"):
+    for name in ("privacy", "privacy_audit", "participation", "adversaries", "attacks"):
         if not result.tables.get(name, pd.DataFrame()).empty:
             result.tables[name].drop(columns=[c for c in ("original", "reconstruction") if c in result.tables[name]]
                                      ).to_csv(folder / f"{name}.csv", index=False)
@@ -136,8 +145,9 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
     final = table[(table.scope == "global") & (table["round"] == table.groupby("run")["round"].transform("max"))]
     print(f"\n{fed!r}\n")
     print(final.pivot(index="run", columns="metric", values="value").round(3).to_string())
-    written = ["metrics.csv", *(f"{n}.csv" for n in ("privacy", "participation", "adversaries", "attacks")
-                                if (folder / f"{n}.csv").exists()), "config.yaml", "auroc.png", "audit.jsonl"]
+    tables = ("privacy", "privacy_audit", "participation", "adversaries", "attacks")
+    written = ["metrics.csv", *(f"{n}.csv" for n in tables if (folder / f"{n}.csv").exists()), "config.yaml",
+               "auroc.png", "audit.jsonl"]
     print(f"\nwrote {folder}/: {', '.join(written)}")
     stops = result.participation.query("event == 'stopped' and hospital == '*'")
     if stops.empty:
@@ -203,7 +213,11 @@ def generate(args) -> None:
 
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(prog="fedsim", description=__doc__.splitlines()[0])
+    main.add_argument("--verbose", action="store_true",
+                      help="show TensorFlow's own log lines (anywhere on the line; or set FEDSIM_TF_LOG=0)")
     commands = main.add_subparsers(dest="command", required=True)
+    demo_cmd = commands.add_parser("demo", help="what fedsim is for in two minutes: privacy, leakage, poisoning")
+    demo_cmd.add_argument("--out", default="results/demo", help="results folder (default: results/demo)")
     run_cmd = commands.add_parser("run", help="run an experiment from a YAML config")
     run_cmd.add_argument("config")
     run_cmd.add_argument("--out", help="results folder (default: results/<config>-<time>)")
@@ -236,6 +250,13 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--key", help="key to verify the audit log's signatures")
     rep.add_argument("--allow-tampered", action="store_true",
                      help="render a log that fails verification, under a warning banner (refused otherwise)")
+    rep.add_argument("--owner", help="who prepares and signs the report (name, role)")
+    rep.add_argument("--require", help="constraints for the recommendation, e.g. \"epsilon<=8, auroc>=0.80\"")
+    assess_cmd = commands.add_parser("assess", help="candidate mitigation sets against real attacks: decision table")
+    assess_cmd.add_argument("config")
+    assess_cmd.add_argument("--out", help="results folder (default: results/<config>-assess-<time>)")
+    assess_cmd.add_argument("--owner", help="who ran the assessment (name, role); recorded in its audit log")
+    assess_cmd.add_argument("--require", help="constraints for the recommendation (overrides the config's)")
     return main
 
 
@@ -250,17 +271,54 @@ def audit_verify(args) -> int:
 
 def report(args) -> None:
     key = fs.governance.load_key(args.key) if args.key else None
-    paths = fs.governance.report(args.results, baseline=args.baseline, key=key, allow_tampered=args.allow_tampered)
+    paths = fs.governance.report(args.results, baseline=args.baseline, key=key, allow_tampered=args.allow_tampered,
+                                 owner=args.owner, require=args.require)
     print(f"wrote {paths['markdown']} and {paths['html']}")
 
 
+ASSESS_KEYS = ("candidates", "threats", "seeds", "audit", "mia_shadows", "require")
+
+
+def assess(config_path: str, out: str | None, owner: str | None = None, require: str | None = None) -> Path:
+    """Assess the config's candidates (cached runs); write decision.csv, decision.png, hospitals.csv, audit.jsonl."""
+    config = load_config(config_path, extra=ASSESS_KEYS)
+    base = build_experiment({k: v for k, v in config.items() if k not in ASSESS_KEYS})
+    candidates = config.get("candidates")
+    if not isinstance(candidates, dict) or not candidates:
+        raise ValueError("candidates: give a mapping {label: {Experiment changes}} of at least one candidate")
+    audit = config.get("audit", {"name": "canaries"})
+    audit = fs.components.from_settings(audit, "audit", "audit") if audit is not None else None
+    settings = {k: config[k] for k in ("threats", "seeds", "mia_shadows") if k in config}
+    require = require if require is not None else config.get("require")
+    folder = out_folder(Path(out or f"results/{Path(config_path).stem}-assess-{datetime.now():%Y%m%d-%H%M%S}"))
+    experiment = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
+                  if f.name not in ("federation", "name", "out", "audit_key", "audit")}
+    assessment = fs.studies.assess(candidates, federation=base.federation, audit=audit, **settings, **experiment)
+    paths = assessment.write(folder, owner=owner, require=require)
+    shown = assessment.table.set_index("candidate").T
+    with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 30):
+        print(shown.to_string())
+        if require:
+            print(f"\nrequire {require}:")
+            print(assessment.recommend(require).to_string(index=False))
+    print(f"\nwrote {folder}/: {', '.join(p.name for p in paths.values())}")
+    return folder
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--verbose" in argv:  # read before TensorFlow loaded (fedsim._tf); accepted after the command too
+        argv = ["--verbose", *(a for a in argv if a != "--verbose")]
     args = parser().parse_args(argv)
     try:
-        if args.command == "run":
+        if args.command == "demo":
+            return demo.main(out_folder(Path(args.out)))
+        elif args.command == "run":
             return run(args.config, args.out, args.audit_key)
         elif args.command == "sweep":
             sweep(args.config, args.vary, args.seeds, args.out)
+        elif args.command == "assess":
+            assess(args.config, args.out, args.owner, args.require)
         elif args.command == "audit":
             return audit_verify(args)
         elif args.command == "report":

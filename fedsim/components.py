@@ -2,14 +2,15 @@
 
 A component is a small frozen dataclass that describes itself:
 
-- ``family``: ``privacy``, ``adversary``, ``defense``, ``availability`` or ``attack``;
+- ``family``: ``privacy``, ``adversary``, ``defense``, ``availability``, ``attack`` or ``audit``;
 - ``name``: its registry name (``dpsgd``, ``sign_flip``, ``norm_bound``...),
   what the CLI's YAML, the audit log and the report call it; ``title`` is
   the name shown to people ("DP-SGD");
 - ``threats``: the threats it poses or addresses, from ``THREATS``; ``role``
   says which (``"threat"`` for adversaries, attacks and availability faults,
   ``"mitigation"`` for privacy techniques and defenses, unless a class says
-  otherwise);
+  otherwise; an audit's is ``"audit"``: it measures a privacy claim, it
+  neither poses a threat nor mitigates one);
 - for privacy techniques: ``unit`` (of privacy, from ``UNITS``),
   ``trust_model`` (who must be trusted for the guarantee) and
   ``spends_epsilon``;
@@ -50,7 +51,8 @@ import numpy as np
 from fedsim.engine import Plan
 from fedsim.validation import Constraint, Fraction, Ids, Options, check, check_fields, check_unknown
 
-FAMILIES = ("privacy", "adversary", "defense", "availability", "attack")
+FAMILIES = ("privacy", "adversary", "defense", "availability", "attack", "audit")
+ROLES = ("threat", "mitigation", "audit")
 # Each threat and the property of the collaboration it endangers.
 THREATS = {
     "update leakage": "confidentiality",
@@ -115,6 +117,8 @@ class Component:
 def register(cls: type[Component]) -> type[Component]:
     """Add a component class to the registry of its family (done for every subclass that sets ``name``)."""
     check("family", cls.family, Options(*FAMILIES))
+    if isinstance(cls.role, str):
+        check("role", cls.role, Options(*ROLES))
     unknown = [t for t in cls.threats if t not in THREATS] if isinstance(cls.threats, tuple) else []
     if unknown:
         raise ValueError(f"threats: unknown {unknown} in {cls.__name__}; allowed: {sorted(THREATS)}")
@@ -243,5 +247,5 @@ def pick_hospitals(plan: Plan, hospitals, field: str = "hospitals", salt: int = 
     return sorted(fed.hospitals.index(h) for h in hospitals)
 
 
-__all__ = ["FAMILIES", "HOSPITALS", "REGISTRY", "THREATS", "UNITS", "Component", "Importable", "as_components",
+__all__ = ["FAMILIES", "HOSPITALS", "REGISTRY", "ROLES", "THREATS", "UNITS", "Component", "Importable", "as_components",
            "from_settings", "names", "pick_hospitals", "plain", "register"]

@@ -9,6 +9,7 @@ from pathlib import Path
 from flwr.serverapp.strategy import Strategy
 
 from fedsim import engine
+from fedsim._tf import note_device
 from fedsim.components import Component, as_components
 from fedsim.defenses import UpdateValidator
 from fedsim.engine import Plan, RoundObserver
@@ -18,7 +19,7 @@ from fedsim.governance.policies import Policy, resolve_policies
 from fedsim.governance.trail import Governance
 from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, tidy
-from fedsim.strategies import make_strategy, strategy_label
+from fedsim.strategies import make_strategy, strategy_label, title
 from fedsim.tables import PARTICIPATION
 from fedsim.validation import Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share, Text, check
 
@@ -36,6 +37,8 @@ class Experiment:
     components from ``fedsim.privacy``, ``fedsim.adversaries``,
     ``fedsim.defenses`` and ``fedsim.availability`` (one or a list; a
     ``{"name": ..., <settings>}`` mapping works too).
+    ``audit`` (``fedsim.audit.Canaries``) inserts canaries and reports a
+    lower bound on epsilon beside the accountant's, in ``Result.privacy``.
     ``observers`` see every message exchanged with the hospitals: an attack
     component such as ``fedsim.attacks.GradientInversion`` (its results join
     ``Result.attacks``) or any ``fedsim.engine.RoundObserver``.
@@ -67,6 +70,7 @@ class Experiment:
     adversaries: Component | Sequence[Component] | None = None
     defenses: Component | Sequence[Component] | None = None
     availability: Component | Sequence[Component] | None = None
+    audit: Component | None = None
     privacy_budget: float | dict[str, float] | None = None
     observers: Sequence[RoundObserver | Component] = ()
     client_mods: Sequence[Callable] = ()
@@ -89,6 +93,10 @@ class Experiment:
         for name, family in (("privacy", "privacy"), ("adversaries", "adversary"), ("defenses", "defense"),
                              ("availability", "availability")):
             object.__setattr__(self, name, as_components(name, getattr(self, name), family) or None)
+        audits = as_components("audit", self.audit, "audit")
+        if len(audits) > 1:
+            raise ValueError(f"audit: give one audit component, got {len(audits)}")
+        object.__setattr__(self, "audit", audits[0] if audits else None)
         object.__setattr__(self, "observers", self._observers())
         object.__setattr__(self, "client_mods", tuple(
             check("client_mods", mod, IsCallable("a Flower ClientApp mod (message, context, call_next)"))
@@ -133,8 +141,8 @@ class Experiment:
 
     @property
     def label(self) -> str:
-        """The run's name: ``name`` or the strategy's."""
-        return self.name or strategy_label(self.strategy)
+        """The run's name: ``name`` or the strategy's display name (``fedsim.strategies.title``)."""
+        return self.name or title(self.strategy)
 
     def replace(self, **changes) -> "Experiment":
         """A copy with some fields changed (validated again)."""
@@ -147,14 +155,16 @@ class Experiment:
         bounds comes first when none is given; malformed replies never reach
         any of them: the engine rejects those itself),
         adversaries, availability, then the attacks among the observers (they
-        watch what every other component leaves visible). Where each acts is
-        its stage (``fedsim.engine.plan``), not this order.
+        watch what every other component leaves visible), then the audit (it
+        reads the privacy charges the others made). Where each acts is its
+        stage (``fedsim.engine.plan``), not this order.
         """
         defenses = self.defenses or ()
         if not any(isinstance(d, UpdateValidator) for d in defenses):
             defenses = (UpdateValidator(), *defenses)
         attacks = tuple(o for o in self.observers if isinstance(o, Component))
-        return (*(self.privacy or ()), *defenses, *(self.adversaries or ()), *(self.availability or ()), *attacks)
+        return (*(self.privacy or ()), *defenses, *(self.adversaries or ()), *(self.availability or ()), *attacks,
+                *((self.audit,) if self.audit is not None else ()))
 
     def build_plan(self) -> Plan:
         """The run's Plan with every component installed (not yet sealed: ``run`` seals and runs it)."""
@@ -201,6 +211,7 @@ class Experiment:
 
     def run(self) -> Result:
         """Train, evaluating the global model on every test split each round."""
+        note_device()
         plan = self.build_plan()
         governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl
         try:
@@ -208,6 +219,7 @@ class Experiment:
         except BaseException as error:
             governance.abort(error)
             raise
+        plan.final_weights = outcome.weights
         tables = {"participation": PARTICIPATION.frame(outcome.events), **plan.reports()}
         result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
                         plan.model_fn, self.config(), tables, audit_path=governance.path)

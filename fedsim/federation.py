@@ -172,6 +172,7 @@ class Federation:
     name: str = "custom"
     sites: pd.DataFrame | None = None  # per-hospital profile of a synthetic scenario (kind, protocol, ...)
     image_shape: tuple[int, int] | None = None  # (height, width) of an image federation's rows; None for tables
+    provenance: dict | None = None  # where the data came from: a synthetic scenario's settings (None: the user's)
 
     @classmethod
     def from_dataframe(
@@ -464,7 +465,8 @@ def synthetic_federation(
         fed = Federation.from_images(scans.images, scans.patients["lesion"], scans.patients["hospital"],
                                      test_size=test_size, seed=seed, name=scenario, data=scans.patients,
                                      target="lesion", site="hospital")
-        return dataclasses.replace(fed, sites=scans.hospitals)
+        return dataclasses.replace(fed, sites=scans.hospitals, provenance=_synthetic(
+            scenario, n_hospitals, n_patients, seed, test_size, {"image_size": fed.image_shape[0], **knobs}))
     if image_size is not None:
         raise ValueError(f"image_size: only for image scenarios {list(data_synthetic.IMAGE_SCENARIOS)}, "
                          f"not {scenario!r}")
@@ -475,4 +477,11 @@ def synthetic_federation(
     fed = Federation.from_dataframe(
         cohort.patients, target=cohort.card.target, site="hospital", test_size=test_size, seed=seed, name=scenario
     )
-    return dataclasses.replace(fed, sites=cohort.hospitals)
+    return dataclasses.replace(fed, sites=cohort.hospitals,
+                               provenance=_synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs))
+
+
+def _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs) -> dict:
+    """A synthetic federation's provenance: the generator's settings, as plain data."""
+    return {"source": "synthetic", "scenario": scenario, "n_hospitals": n_hospitals, "n_patients": n_patients,
+            "seed": seed, "test_size": test_size, "knobs": {k: float(v) for k, v in knobs.items()}}

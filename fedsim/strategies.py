@@ -22,6 +22,13 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "bulyan": flwr_strategy.Bulyan,
 }
 
+# The name people read for each strategy (CLI output, the report, notebooks, README): ``title("fedavg")``.
+TITLES: dict[str, str] = {
+    "fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "fedyogi": "FedYogi",
+    "fedadagrad": "FedAdagrad", "fedavgm": "FedAvgM", "fedmedian": "median", "fedtrimmedavg": "trimmed mean",
+    "krum": "Krum", "multikrum": "Multi-Krum", "bulyan": "Bulyan",
+}
+
 # What a named strategy's aggregation rule itself resists (robust aggregators; weak against small, targeted
 # updates such as a backdoor).
 THREATS: dict[str, tuple[str, ...]] = {name: ("poisoning", "backdoor")
@@ -50,6 +57,12 @@ RESERVED_OPTIONS = {
 def strategy_label(strategy: str | Strategy) -> str:
     """A strategy's name: the one it was given by, or its class name."""
     return strategy if isinstance(strategy, str) else type(strategy).__name__
+
+
+def title(strategy: str | Strategy) -> str:
+    """The display name of a strategy: ``TITLES`` for a named one (``"fedavg"`` -> "FedAvg"), else its label."""
+    label = strategy_label(strategy)
+    return TITLES.get(label.lower(), label) if isinstance(strategy, str) else label
 
 
 def aggregation_facts(strategy: str | Strategy) -> dict:

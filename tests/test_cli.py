@@ -27,7 +27,7 @@ def test_run_writes_metrics_config_and_figure(tmp_path, capsys):
     out = tmp_path / "results"
     assert main(["run", write(tmp_path, TINY), "--out", str(out)]) == 0
     table = pd.read_csv(out / "metrics.csv")
-    assert set(table.run) == {"fedavg", "centralized", "local_only"}
+    assert set(table.run) == {"FedAvg", "centralized", "local only"}  # display names
     resolved = yaml.safe_load((out / "config.yaml").read_text())
     assert resolved["rounds"] == 2 and resolved["strategy"] == "fedavg" and resolved["learning_rate"] == 0.05
     assert (out / "auroc.png").stat().st_size > 10_000

@@ -40,6 +40,7 @@ EXAMPLES = {
     "min_participation": fs.availability.MinParticipation(min_hospitals=2),
     "gradient_inversion": fs.attacks.GradientInversion(hospital="H001", steps=20, target="aggregate"),
     "membership_inference": fs.attacks.MembershipInference(hospital=1, n_shadows=4),
+    "canaries": fs.audit.Canaries(n=64, view="black-box", level="hospital", method="one-run"),
 }
 BUILT_IN = {(family, name) for family in FAMILIES for name, cls in REGISTRY[family].items()
             if cls.__module__.startswith("fedsim.")}
@@ -51,7 +52,7 @@ def test_every_registered_component_describes_itself():
         cls = REGISTRY[family][name]
         assert cls.family == family and cls.name == name and cls.__doc__, cls
         facts = (EXAMPLES.get(name) or cls()).describe()
-        assert facts["role"] in ("threat", "mitigation") and set(facts["threats"]) <= set(THREATS)
+        assert facts["role"] in ("threat", "mitigation", "audit") and set(facts["threats"]) <= set(THREATS)
         if family == "privacy":
             assert facts["trust_model"], name
             assert facts["unit"] is None or facts["unit"] in UNITS

@@ -45,8 +45,10 @@ from fedsim.tables import Schema
 
 ACCOUNTANTS = ("rdp", "pld")
 PERS = ("step", "reply", "release")
+# The last four columns are an empirical audit's (``fedsim.audit``): NaN (and False) for a row nobody audited.
+AUDIT_COLUMNS = ("epsilon_audited", "audit_confidence", "audit_level", "audit_exceeded")
 PRIVACY_TABLE = Schema("privacy", ("hospital", "technique", "unit", "mechanism", "noise_multiplier", "sampling_rate",
-                                   "steps", "rounds", "epsilon", "delta", "accountant", "budget"))
+                                   "steps", "rounds", "epsilon", "delta", "accountant", "budget", *AUDIT_COLUMNS))
 DEFAULT_DELTA = 1e-5
 
 
@@ -138,6 +140,8 @@ class PrivacyLedger(RoundObserver):
         self.caps: dict[str, tuple[float, str]] = {}  # hospital -> (epsilon cap, what set it)
         self.exclusions_made: dict[tuple[int, str], tuple[str, str]] = {}  # (round, hospital) -> (source, reason)
         self.steps_run: dict[tuple[int, int], int] = {}
+        # Functions (privacy table) -> privacy table that fill the audit columns (an empirical audit adds one).
+        self.annotations: list[Callable[[pd.DataFrame], pd.DataFrame]] = []
 
     def add(self, charge: Charge) -> None:
         if charge.per not in PERS:
@@ -217,14 +221,19 @@ class PrivacyLedger(RoundObserver):
                     self.rounds[i][hospital] += 1
 
     def table(self) -> pd.DataFrame:
-        """One row per hospital and mechanism: the privacy each hospital has spent (``PRIVACY_TABLE``)."""
+        """One row per hospital and mechanism: the privacy each hospital has spent (``PRIVACY_TABLE``), with
+        what the ``annotations`` add (an audit's lower bound)."""
         rows = [
             {"hospital": h, "technique": c.technique, "unit": c.unit, "mechanism": c.mechanism,
              "noise_multiplier": c.noise_multiplier,
              "sampling_rate": max(self.events[i][h], default=c.sampling_rate.get(h, 0.0)),
              "steps": sum(self.events[i][h].values()), "rounds": self.rounds[i][h],
              "epsilon": self.epsilon(i, h), "delta": c.delta[h], "accountant": c.accountant,
-             "budget": self.caps.get(h, (math.inf,))[0]}
+             "budget": self.caps.get(h, (math.inf,))[0], "epsilon_audited": math.nan, "audit_confidence": math.nan,
+             "audit_level": "", "audit_exceeded": False}
             for i, c in enumerate(self.charges) for h in self.hospitals
         ]
-        return PRIVACY_TABLE.frame(rows)
+        frame = PRIVACY_TABLE.frame(rows)
+        for annotate in self.annotations:
+            frame = annotate(frame)
+        return frame

@@ -120,7 +120,8 @@ class Plan:
     - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
       what a hospital trains on (data poisoning), applied in order, never in place;
     - ``privacy_ledger()``: the run's ledger, to add a privacy charge;
-    - ``add_report(schema, producer)``: a result table, declared;
+    - ``add_report(schema, producer)``: a result table, declared (producers run once the run has ended,
+      when ``final_weights`` holds the final global model);
     - read ``sampled_per_round`` (Flower's cohort, from the unwrapped
       strategy), ``state`` (the round counter) and the training settings.
 
@@ -161,6 +162,7 @@ class Plan:
     secagg: SecAggSettings | None = None
     state: RunState = field(default_factory=RunState)
     ledger: PrivacyLedger | None = None
+    final_weights: list[np.ndarray] | None = None  # the global model the run ended with (set when it ends)
     _mods: dict[str, list[Mod]] = field(default_factory=lambda: {s: [] for s in MOD_STAGES})
     _wrappers: dict[str, list[Wrapper]] = field(default_factory=lambda: {s: [] for s in WRAPPER_STAGES})
     _reports: dict[str, tuple[Schema, list[tuple[str, Callable[[], pd.DataFrame]]]]] = field(default_factory=dict)

@@ -6,6 +6,7 @@ results folder and writes:
 
 - ``start``: the resolved config and its hash, software versions, a fingerprint
   of each hospital's data (SHA-256 of its preprocessed rows, never the rows),
+  the data's provenance (``evaluation.provenance``),
   policies, the aggregation rule, and every component in play as it
   describes itself (family, registry name, settings, threats; unit and trust
   model for privacy techniques), plus any piece of the user's own;
@@ -20,10 +21,15 @@ results folder and writes:
   protocol stages are ``exchange`` entries;
 - ``policy``: each enforcement of an institution policy;
 - ``result``: released metrics, participation, privacy ledger, other tables,
-  the model and a hash of its final weights;
+  the model and a hash of its final weights, and the final model's evaluation
+  on the released scopes (test size, events, intervals, calibration:
+  ``evaluation.evaluation``);
+- ``audit`` (with ``Experiment(audit=...)``): the empirical audit's bounds and
+  whether they refute the accountant's epsilon (an ALERT statement if so);
 - ``end`` (or ``aborted`` then ``end`` when the run raised).
 """
 
+import functools
 import hashlib
 import importlib.metadata
 import os
@@ -38,10 +44,12 @@ from flwr.common.secure_aggregation.secaggplus_constants import Stage
 from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from fedsim.engine import Exchange, Plan, RoundObserver
-from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
-from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
 from fedsim.engine.messages import arrays, decoded
+from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
+from fedsim.governance.evaluation import evaluation, provenance
+from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
 from fedsim.strategies import aggregation_facts
+from fedsim.training import trainer_for
 
 PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
             "cryptography")
@@ -66,14 +74,20 @@ def results_folder(out, label: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{safe}-{datetime.now():%Y%m%d-%H%M%S}-", dir=base or None))
 
 
-def versions() -> dict[str, str]:
+@functools.cache  # reading package metadata costs ~10 ms a run; it cannot change within a process
+def _versions() -> tuple[tuple[str, str], ...]:
     found = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             found[name] = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:
             found[name] = "not installed"
-    return found
+    return tuple(found.items())
+
+
+def versions() -> dict[str, str]:
+    """Python's and each package's version (``PACKAGES``), as the audit log records them."""
+    return dict(_versions())
 
 
 def fingerprints(fed) -> dict[str, dict]:
@@ -313,6 +327,7 @@ class Governance:
             "config_hash": digest(config),
             "versions": versions(),
             "data_fingerprints": fingerprints(experiment.federation),
+            "data": provenance(experiment.federation),
             "policies": policy_table(resolved.policies) if resolved else [],
             "strategy": strategy_settings(plan.strategy),
             "aggregation": aggregation_facts(experiment.strategy),
@@ -331,7 +346,8 @@ class Governance:
         if self.enforcer is not None:
             result.tables["policy"] = self.enforcer.table()  # with the suppressions made at release
         self.trail.write_policies()
-        model = result.model
+        trainer = trainer_for(result.model_fn, result.federation.n_features)
+        model = trainer.model  # the architecture the run trained (its weights are not the result's)
         digest_w = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in result.weights)).hexdigest()
         # Reconstructed records are patient data an attack recovered: the log keeps their scores only.
         tables = {name: table.to_dict(orient="records") for name, table in result.tables.items()
@@ -341,13 +357,23 @@ class Governance:
             "participation": events,
             "tables": tables,
             "model": {"name": result.config.get("model"), "class": type(model).__name__,
-                      "parameters": int(model.count_params()),
+                      "parameters": int(sum(int(np.prod(w.shape)) for w in result.weights)),
                       "layers": [{"name": layer.name, "class": type(layer).__name__,
                                   "output": str(getattr(layer, "output_shape", ""))} for layer in model.layers],
                       "n_features": result.federation.n_features,
                       "features": list(getattr(result.federation.preprocessor, "features", [])),
                       "target": result.federation.target, "weights_sha256": digest_w},
+            "evaluation": evaluation(lambda x: trainer.predict(result.weights, x), self.plan.federation,
+                                     set(result.metrics.scope)),
         })
+        audits = result.tables.get("privacy_audit")
+        if isinstance(audits, pd.DataFrame) and not audits.empty:  # the empirical audit's verdict, on its own entry
+            refuted = [f"{r.technique or 'no DP'}, {r.level} level" for r in audits.itertuples() if r.exceeded]
+            statement = (f"ALERT: the audited lower bound on epsilon exceeds the accountant's epsilon "
+                         f"({'; '.join(refuted)}): the privacy claim is false" if refuted
+                         else "the audited lower bounds stay at or below the accountant's epsilon")
+            self.writer.append("audit", {"rows": audits.to_dict(orient="records"), "claim_refuted": bool(refuted),
+                                         "statement": statement})
         self.writer.append("end", {"status": "completed", "rounds": self.plan.state.completed_rounds})
 
     def abort(self, error: BaseException) -> None:

@@ -9,10 +9,12 @@ from fedsim.plots.base import done
 
 
 def plot_reconstructions(runs, image_shape: tuple[int, int]):
-    """Each run's first reconstructed scan under the original it came from.
+    """Each run's best reconstructed scan under the original it came from.
 
     ``runs``: a Result or a {label: Result} dict (e.g. ``LeakageComparison.attacked``),
-    each with a gradient inversion in its observers. Titles give the PSNR.
+    each with a gradient inversion in its observers. Titles give the scan's PSNR
+    and, where the attack rebuilt several records (a batch), the mean PSNR over
+    them: the number ``Result.attacks`` reports.
     """
     runs = runs if isinstance(runs, dict) else {runs.name: runs}
     fig, axes = plt.subplots(2, len(runs), figsize=(1.9 * len(runs), 4.2), squeeze=False, constrained_layout=True)
@@ -20,13 +22,16 @@ def plot_reconstructions(runs, image_shape: tuple[int, int]):
         records = res.tables.get("reconstructions", pd.DataFrame())
         top, bottom = axes[0, column], axes[1, column]
         if not records.empty:
-            record = records.iloc[0]
+            record = records.loc[records.psnr.idxmax()]
             original, found = record["original"], np.clip(record["reconstruction"], 0, 1)
             top.imshow(original.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
             bottom.imshow(found.reshape(image_shape), cmap="gray", vmin=0, vmax=1)
-            bottom.set_title(f"{record['psnr']:.1f} dB", fontsize=9)
+            bottom.set_title(f"{record['psnr']:.1f} dB" if len(records) == 1 else
+                             f"best of {len(records)}: {record['psnr']:.1f} dB\nmean {records.psnr.mean():.1f} dB",
+                             fontsize=8)
         top.set_title(label, fontsize=9)
         for ax in (top, bottom):
+            ax.grid(False)  # a seaborn theme's gridlines would cross the scans
             ax.set_xticks([])
             ax.set_yticks([])
     axes[0, 0].set_ylabel("original")
@@ -39,9 +44,7 @@ def plot_leakage(table: pd.DataFrame, metric: str = "psnr"):
     rows = table[table.metric == metric]
     fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
     sns.scatterplot(rows, x="auroc", y="value", hue="mitigation", style="mitigation", s=90, ax=ax)
-    for _, row in rows.iterrows():
-        ax.annotate(row["mitigation"], (row["auroc"], row["value"]), textcoords="offset points", xytext=(5, 4),
-                    fontsize=8)
+    _labels_apart(ax, rows["auroc"].to_numpy(float), rows["value"].to_numpy(float), list(rows["mitigation"]))
     prior = table[table.metric == f"{metric}_prior"]
     if not prior.empty:
         ax.axhline(prior.value.mean(), color="black", ls="--", lw=1)
@@ -50,6 +53,23 @@ def plot_leakage(table: pd.DataFrame, metric: str = "psnr"):
     ax.set(xlabel="global AUROC of the trained model (utility)", ylabel=f"attack {metric} (higher = more leakage)")
     ax.legend([], [], frameon=False)
     return done(fig)
+
+
+def _labels_apart(ax, xs, ys, labels, gap: float = 0.045) -> None:
+    """Each point's label beside it, moved up or down (with a leader line) until no two labels overlap."""
+    ax.figure.canvas.draw()  # the axes limits as drawn
+    to_axes = ax.transAxes.inverted()
+    points = to_axes.transform(ax.transData.transform(np.column_stack([xs, ys])))
+    placed = []  # (x, y) of labels already placed, in axes fractions
+    for i in np.argsort(points[:, 1]):
+        x, y = points[i]
+        y_label = y + 0.02
+        while any(abs(px - x) < 0.22 and abs(py - y_label) < gap for px, py in placed):
+            y_label += gap / 2
+        placed.append((x, y_label))
+        moved = abs(y_label - y - 0.02) > 1e-9
+        ax.annotate(labels[i], (xs[i], ys[i]), xytext=(x + 0.012, y_label), textcoords="axes fraction", fontsize=8,
+                    va="center", arrowprops={"arrowstyle": "-", "color": "grey", "lw": 0.6} if moved else None)
 
 
 def plot_roc(curves: pd.DataFrame, ax=None):

@@ -25,9 +25,17 @@ def plot_federation(fed):
     else:
         _table_panels(fed, order, axes[1, 0], axes[1, 1])
     for ax in axes.flat[:3]:
-        ax.tick_params(axis="x", rotation=90, labelsize=7)
+        _hospital_ticks(ax, len(order))
     fig.suptitle(repr(fed))
     return done(fig)
+
+
+def _hospital_ticks(ax, n_hospitals: int) -> None:
+    """Hospital ids readable: level while they fit, turned upright (and smaller) for many hospitals."""
+    if n_hospitals <= 12:
+        ax.tick_params(axis="x", rotation=0, labelsize=9)
+    else:
+        ax.tick_params(axis="x", rotation=90, labelsize=8 if n_hospitals <= 30 else 6)
 
 
 def _table_panels(fed, order, age_ax, missing_ax):
@@ -62,6 +70,7 @@ def _image_panels(fed, order, intensity_ax, scans_ax, n_shown=6):
         rows.append(np.hstack(tiles))
     width = fed.image_shape[1] + 1
     scans_ax.imshow(np.vstack(rows), cmap="gray", vmin=0, vmax=1)
+    scans_ax.grid(False)
     scans_ax.set(title=f"Training images, {fed.target} = 0 (top) and 1 (bottom)", yticks=[],
                  xticks=(np.arange(len(shown)) + 0.5) * width - 1, xticklabels=shown)
-    scans_ax.tick_params(axis="x", rotation=90, labelsize=7)
+    _hospital_ticks(scans_ax, len(shown))

@@ -4,6 +4,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import seaborn as sns
+from matplotlib.ticker import LogLocator, NullFormatter, ScalarFormatter
 
 from fedsim.plots.base import done
 
@@ -37,9 +38,12 @@ def privacy_cost_by_hospital(table: pd.DataFrame, federation, metric: str = "aur
         cost=lambda d: d.scope.map(reference) - d.value,
         n_train=lambda d: d.scope.map(federation.summary().set_index("hospital").n_train),
     )
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(9, 4.5), constrained_layout=True)
     sns.scatterplot(private, x="n_train", y="cost", hue="technique", style="parameters", ax=ax, alpha=0.8)
     ax.axhline(0, color="black", lw=1)
-    ax.set(xscale="log", xlabel="hospital training records", ylabel=f"{metric.upper()} lost to privacy")
-    ax.legend(fontsize=7, loc="upper right")
+    ax.set(xscale="log", xlabel="hospital training records (log scale)", ylabel=f"{metric.upper()} lost to privacy")
+    ax.xaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), fontsize=7, frameon=False)  # beside the points
     return done(fig)

@@ -43,6 +43,7 @@ def epsilon_by_hospital(privacy: pd.DataFrame, caps: dict[str, float]):
     ax.set_ylim(0, top)
     ax.set(title="Epsilon spent per hospital (black: the hospital's max_epsilon)", xlabel="")
     ax.tick_params(axis="x", rotation=90)
+    _shorten_ticks(ax)
     return fig
 
 
@@ -51,6 +52,7 @@ def participation_grid(grid: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(max(5, 0.3 * grid.shape[1] + 3), max(2.5, 0.25 * len(grid))),
                            constrained_layout=True)
     cmap = matplotlib.colors.ListedColormap(["#eeeeee", "#4c9a2a", "#999999", "#e69f00", "#c0392b"])
+    grid = grid.set_axis([_short(h) for h in grid.index], axis=0)
     sns.heatmap(grid, cmap=cmap, vmin=-0.5, vmax=4.5, cbar_kws={"ticks": list(PARTICIPATION_CODES.values())},
                 ax=ax, linewidths=0.5, linecolor="white")
     ax.collections[0].colorbar.set_ticklabels(list(PARTICIPATION_CODES))
@@ -66,5 +68,47 @@ def auroc_by_hospital(last: pd.DataFrame, global_auroc: float):
     ax.set(title="Final AUROC per hospital (released ones)", xlabel="", ylabel="AUROC",
            ylim=(min(0.4, float(last.value.min()) - 0.05), 1))
     ax.tick_params(axis="x", rotation=90)
+    _shorten_ticks(ax)
     ax.legend()
     return fig
+
+
+def auroc_intervals(table: pd.DataFrame, global_auroc: float):
+    """Each hospital's final AUROC (``scope``, ``auroc``) with its 95% interval (``auroc_low``, ``auroc_high``)."""
+    table = table.sort_values("auroc")
+    fig, ax = plt.subplots(figsize=(6, max(2.5, 0.3 * len(table) + 1)), constrained_layout=True)
+    positions = np.arange(len(table))
+    ax.errorbar(table.auroc, positions, xerr=[(table.auroc - table.auroc_low).fillna(0),
+                                              (table.auroc_high - table.auroc).fillna(0)],
+                fmt="o", color="tab:blue", ecolor="k", capsize=3)
+    ax.axvline(global_auroc, color="k", ls="--", lw=1, label="global")
+    ax.axvline(0.5, color="grey", ls=":", lw=1, label="chance")
+    ax.set_yticks(positions, [_short(s) for s in table.scope])
+    ax.set(title="Final AUROC per hospital, 95% DeLong interval", xlabel="AUROC", ylabel="")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def reliability(bins: pd.DataFrame):
+    """Observed event rate against mean predicted risk (``mean_risk``, ``observed``, ``n``) per bin of risk."""
+    fig, ax = plt.subplots(figsize=(4.2, 4.2), constrained_layout=True)
+    top = max(0.05, float(max(bins.mean_risk.max(), bins.observed.max())) * 1.1)
+    ax.plot([0, top], [0, top], color="grey", ls=":", lw=1, label="perfect calibration")
+    sns.scatterplot(bins, x="mean_risk", y="observed", size="n", ax=ax, color="tab:blue", legend=False)
+    ax.plot(bins.mean_risk, bins.observed, color="tab:blue", lw=1)
+    ax.set(xlim=(0, top), ylim=(0, top), title="Calibration (pooled test set, 10 bins of risk)",
+           xlabel="mean predicted risk", ylabel="observed event rate")
+    ax.legend(fontsize=8, loc="upper left")
+    return fig
+
+
+def _short(label, width: int = 28) -> str:
+    """A tick label of at most ``width`` characters, on one line."""
+    label = " ".join(str(label).split())
+    return label if len(label) <= width else label[:width - 1] + "…"
+
+
+def _shorten_ticks(ax) -> None:
+    """Hospital names as tick labels of at most 28 characters (a long name would squash the axes)."""
+    ax.set_xticks(ax.get_xticks(), [_short(t.get_text()) for t in ax.get_xticklabels()])
+    ax.set_yticks(ax.get_yticks(), [_short(t.get_text()) for t in ax.get_yticklabels()])

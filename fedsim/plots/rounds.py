@@ -26,8 +26,9 @@ def plot_rounds(metrics: pd.DataFrame, metric: str = "auroc", title: str = ""):
 def plot_comparison(table: pd.DataFrame, metric: str = "auroc"):
     """Global metric by round, one line per run of a ``fedsim.compare`` table."""
     rows = table[(table.metric == metric) & (table.scope == "global")]
-    fig, ax = plt.subplots(figsize=(7, 4), constrained_layout=True)
+    fig, ax = plt.subplots(figsize=(8.5, 4), constrained_layout=True)
     sns.lineplot(rows, x="round", y="value", hue="run", ax=ax)
     ax.set(ylabel=f"global {metric.upper()}", xlabel="round (epoch for baselines)")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1), title=None, frameon=False)  # beside, over no line
     return done(fig)

@@ -11,7 +11,7 @@ from fedsim.defenses import Wrap
 from fedsim.experiment import Experiment
 from fedsim.federation import Federation
 from fedsim.results import Result
-from fedsim.strategies import STRATEGIES
+from fedsim.strategies import STRATEGIES, title
 from fedsim.studies.grid import check_seeds, run_grid
 
 COLUMNS = ["attack", "defense", "seed", "clean_auroc", "attacked_auroc", "auroc_drop", "backdoor_success",
@@ -37,7 +37,7 @@ def _defense_settings(defense) -> tuple[str, dict]:
         if defense.lower() not in STRATEGIES:
             raise ValueError(f"defense: unknown strategy {defense!r}; allowed: {sorted(STRATEGIES)}, a flwr "
                              "Strategy, a strategy wrapper class or fedsim defense components")
-        return defense.lower(), {"strategy": defense.lower()}
+        return title(defense), {"strategy": defense.lower()}
     if isinstance(defense, Strategy):
         return type(defense).__name__, {"strategy": defense}
     if isinstance(defense, Component) or (isinstance(defense, Sequence) and defense

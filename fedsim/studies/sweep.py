@@ -27,9 +27,11 @@ def describe(privacy) -> tuple[str, str]:
 
 
 def _shown(field: str, value) -> str:
-    """A varied value as a column entry."""
+    """A varied value as a column entry (privacy: the technique and its non-default parameters, so that two
+    settings of one technique stay two runs)."""
     if field == "privacy":
-        return describe(value)[0]
+        technique, parameters = describe(value)
+        return f"{technique} ({parameters})" if parameters else technique
     return value if isinstance(value, (int, float, str)) else repr(value)
 
 

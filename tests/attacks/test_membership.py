@@ -256,7 +256,8 @@ def test_arguments_are_checked(fed, overfit, run):
         return membership_inference(**kwargs)
 
     cases = [
-        ({"method": "shadow"}, r"method: must be one of 'lira', 'lira-offline', 'loss', got 'shadow'"),
+        ({"method": "shadow"},
+         r"method: must be one of 'lira', 'lira-offline', 'rmia', 'rmia-offline', 'loss', got 'shadow'"),
         ({"n_shadows": 1}, "n_shadows: must be an even integer >= 2"),
         ({"n_shadows": 5}, "n_shadows: must be an even integer >= 2"),
         ({"recipe": None}, "recipe: LiRA needs the target's TrainingRecipe"),

@@ -138,7 +138,7 @@ def test_evaluate_defense_runs_a_wrapper_against_attacks(iid_fed):
     assert rows.loc["model replacement", "backdoor_success"] < 0.2
     named = fs.evaluate_defense("fedmedian", attacks={"flip": A.SignFlip(hospitals=0.2)}, federation=iid_fed,
                                 seeds=[0], rounds=2, learning_rate=0.1)
-    assert isinstance(named, pd.DataFrame) and list(named.attack) == ["flip"] and named.defense[0] == "fedmedian"
+    assert isinstance(named, pd.DataFrame) and list(named.attack) == ["flip"] and named.defense[0] == "median"
 
 
 def test_bad_defense_settings_name_the_field(small_fed):

@@ -18,8 +18,9 @@ LINK = "[click](javascript:alert(3))"
 HEADING = "North\n## Privacy statement\n- forged item"
 MARKERS = "**bold** `code` _em_ | pipe &amp; ~~x~~ $x$ www.evil.example"
 HOSTILE = [SCRIPT, LINK, HEADING, MARKERS]
-REPORT_HEADINGS = ["Audit log", "Threat model", "Privacy statement", "Participation and per-hospital performance",
-                   "Institution policies", "Model card"]
+REPORT_HEADINGS = ["About this report", "Data", "Audit log", "Threat model", "Privacy statement",
+                   "Participation and per-hospital performance", "Calibration", "Institution policies", "Model card",
+                   "Caveats"]
 
 
 def fedsim_log(folder, sites, label="run", key=None):

@@ -32,6 +32,14 @@ def test_sweep_is_tidy_cached_and_plots(small_fed, tmp_path, monkeypatch):
     assert fs.plots.privacy_cost_by_hospital(table, small_fed) is not None
 
 
+def test_two_settings_of_one_technique_are_two_runs(small_fed, tmp_path):
+    exp = fs.Experiment(federation=small_fed, model="logreg", rounds=1, learning_rate=0.1)
+    table = fs.sweep(exp, privacy=[DPSGD(noise_multiplier=1.0), DPSGD(noise_multiplier=4.0)], cache=tmp_path)
+    glob = table[(table.scope == "global") & (table.metric == "auroc")].set_index("parameters")
+    assert list(glob.index) == ["", "noise_multiplier=4.0"]
+    assert glob.epsilon[""] > 2 * glob.epsilon["noise_multiplier=4.0"]  # more noise, less epsilon
+
+
 def test_describe_names_the_technique_and_its_settings():
     assert describe(None) == ("none", "")
     assert describe(DPSGD(noise_multiplier=2.0)) == ("DPSGD", "noise_multiplier=2.0")

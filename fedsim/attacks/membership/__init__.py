@@ -1,6 +1,6 @@
 """Membership inference: was this patient's record in the training data?
 
-Two attacks, scored against a trained model's weights:
+Three attacks, scored against a trained model's weights:
 
 - ``"loss"``: the loss-threshold attack (Yeom et al., 2018). A record the model
   was trained on tends to have a lower loss; the score is minus the per-record
@@ -20,6 +20,10 @@ Two attacks, scored against a trained model's weights:
   statistic, a monotone transform of ``Pr[Z < observed]``). With few shadows
   a variance pooled over all records is more stable than per-record variances
   (``global_variance``; by default pooled below 64 shadows, as the paper advises).
+- ``"rmia"`` / ``"rmia-offline"``: the relative membership inference attack
+  (Zarifzadeh et al., ICML 2024) from the same shadows and statistics: how
+  much more the target likes a record than the shadows do, compared with how
+  much more it likes the other candidates (``rmia``).
 
 Shadows are trained by the simulator itself: the process-wide ``Trainer`` of
 the target's model (``fedsim.training.trainer_for``) is reused for every
@@ -65,7 +69,8 @@ the ROC and its metrics come from scikit-learn (``sklearn.metrics.roc_curve``,
 from fedsim.attacks.membership.lira import METHODS, lira_scores, logit_confidence, membership_inference
 from fedsim.attacks.membership.outcome import METRICS, MembershipAttack, plot_attacks
 from fedsim.attacks.membership.recipe import TrainingRecipe
+from fedsim.attacks.membership.rmia import rmia_scores
 from fedsim.attacks.membership.runs import attack_result, attack_update
 
 __all__ = ["METHODS", "METRICS", "MembershipAttack", "TrainingRecipe", "attack_result", "attack_update",
-           "lira_scores", "logit_confidence", "membership_inference", "plot_attacks"]
+           "lira_scores", "logit_confidence", "membership_inference", "plot_attacks", "rmia_scores"]

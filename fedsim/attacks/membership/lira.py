@@ -1,15 +1,16 @@
-"""The loss attack and LiRA (online and offline) with shadow models the simulator trains."""
+"""The loss attack, LiRA and RMIA (online and offline) with shadow models the simulator trains."""
 
 import numpy as np
 from tqdm.auto import tqdm
 
 from fedsim.attacks.membership.outcome import MembershipAttack
 from fedsim.attacks.membership.recipe import TrainingRecipe
+from fedsim.attacks.membership.rmia import rmia_scores
 from fedsim.models import ModelFn
 from fedsim.training import Trainer, trainer_for
 from fedsim.validation import Integer, IsCallable, NoneValue, Options, check
 
-METHODS = ("lira", "lira-offline", "loss")
+METHODS = ("lira", "lira-offline", "rmia", "rmia-offline", "loss")
 _MIN_PER_RECORD = 64  # below this many shadows the variance is pooled over records by default
 _SHADOW_SEED_OFFSET = 10_000
 
@@ -144,8 +145,9 @@ def membership_inference(
 
     ``members`` and ``non_members`` are (x, y) pairs of model inputs and 0/1
     labels; the larger side is subsampled (with ``seed``) so both count the
-    same. ``method``: ``"lira"`` (online LiRA), ``"lira-offline"`` or
-    ``"loss"``. LiRA trains ``n_shadows`` shadow models with ``recipe`` from
+    same. ``method``: ``"lira"`` (online LiRA), ``"lira-offline"``,
+    ``"rmia"``, ``"rmia-offline"`` (RMIA from the same shadows) or
+    ``"loss"``. LiRA and RMIA train ``n_shadows`` shadow models with ``recipe`` from
     ``initial_weights(seed_k)`` or, for one hospital's update, from
     ``start_weights`` (the global weights it started its local training from).
     ``population``: extra (x, y) rows the attacker holds; they train every shadow.
@@ -183,7 +185,8 @@ def run_attack(model_fn, weights, members, non_members, *, method, recipe, n_sha
         if start_weights is not None:
             start_weights = _check_weights(trainer, start_weights, "start_weights")
     elif start_weights is not None or population is not None:
-        raise ValueError("start_weights, population: only used by method='lira' or 'lira-offline'")
+        raise ValueError("start_weights, population: only used by the shadow attacks (lira, rmia and their "
+                         "offline variants)")
     x_pop, y_pop = (_check_rows("population", population, x_in.shape[1]) if population is not None
                     else (x_in[:0], y_in[:0]))
 
@@ -210,9 +213,12 @@ def run_attack(model_fn, weights, members, non_members, *, method, recipe, n_sha
         shadow_weights = train(k, seeds[k], np.concatenate([x[rows], x_extra]), np.concatenate([y[rows], y_extra]),
                                rows)
         shadow[k] = logit_confidence(trainer, shadow_weights, x, y)
-    scores = lira_scores(target, shadow, is_in, online=method == "lira", global_variance=global_variance)
-    # The statistics stay with the result: lira_scores(**attack.info["statistics"], online=False)
-    # gives the offline variant of the same shadows without training them again.
+    if method.startswith("rmia"):
+        scores = rmia_scores(target, shadow, is_in, online=method == "rmia")
+    else:
+        scores = lira_scores(target, shadow, is_in, online=method == "lira", global_variance=global_variance)
+    # The statistics stay with the result: lira_scores(**attack.info["statistics"], online=False) or
+    # rmia_scores(**...) give the other attacks from the same shadows without training them again.
     info.update(n_shadows=n_shadows, global_variance=global_variance, recipe=recipe,
                 shadows="central" if shadow_trainer is None else "federated",
                 shadow_rows=int(is_in[0].sum() + len(x_extra)),

@@ -33,6 +33,7 @@ def attack_result(
     global_variance: bool | None = None,
     seed: int = 0,
     progress: bool = True,
+    run_shadow=None,
 ) -> MembershipAttack:
     """Membership inference on a run's final global model.
 
@@ -43,7 +44,9 @@ def attack_result(
     given the run's ``experiment``, are real federated runs of it on shadow
     federations (``n_shadows`` runs). Every other training row of the
     federation trains every shadow. ``metrics(per_hospital=True)`` breaks a
-    ``hospital=None`` attack down by hospital.
+    ``hospital=None`` attack down by hospital. ``run_shadow(experiment) ->
+    Result`` runs each federated shadow (default: ``experiment.run()``; the
+    studies pass their cached runner).
     """
     if not isinstance(res, Result):
         raise ValueError(f"res: expected a fedsim Result, got {type(res).__name__}")
@@ -87,7 +90,8 @@ def attack_result(
     with tempfile.TemporaryDirectory(prefix="fedsim-shadows-") as folder:
         shadow_trainer = None
         if experiment is not None and lira:
-            shadow_trainer = _federated_shadow(experiment, np.concatenate([in_site, out_site]), extra_site, folder)
+            shadow_trainer = _federated_shadow(experiment, np.concatenate([in_site, out_site]), extra_site, folder,
+                                               run_shadow or (lambda shadow: shadow.run()))
         # Already balanced, so membership_inference keeps the candidates in this order.
         attack = run_attack(
             res.model_fn, res.weights, (fed.x_train[in_rows], fed.y_train[in_rows]),
@@ -115,12 +119,12 @@ def _warn_unmimicked(config: dict) -> None:
                       f"shadows", stacklevel=3)
 
 
-def _federated_shadow(experiment, candidate_sites: np.ndarray, extra_sites: np.ndarray, folder: str):
+def _federated_shadow(experiment, candidate_sites: np.ndarray, extra_sites: np.ndarray, folder: str, run_shadow):
     """Shadows as federated runs of ``experiment``: each hospital trains on its share of the shadow's rows.
 
     The sites are the hospital index of every candidate and every extra row, in
     the order a shadow's rows are built (its IN candidates, then the extras).
-    Each shadow's audit log goes to ``folder``.
+    Each shadow's audit log goes to ``folder``; ``run_shadow`` runs it.
     """
     fed = experiment.federation
 
@@ -132,7 +136,7 @@ def _federated_shadow(experiment, candidate_sites: np.ndarray, extra_sites: np.n
                                          train_offsets=np.concatenate([[0], np.cumsum(counts)]))
         run = experiment.replace(federation=shadow_fed, seed=seed, name=f"shadow {k}", observers=(),
                                  evaluate_every=experiment.rounds, out=f"{folder}/shadow-{k}")
-        return run.run().weights
+        return run_shadow(run).weights
 
     return train
 

@@ -1,18 +1,31 @@
-"""The risk report of a results folder: Markdown plus one self-contained HTML page.
+"""The risk report of a results folder (one run, or a ``fedsim assess`` assessment): Markdown plus one HTML page.
 
 ``report(results_dir)`` reads the folder's verified audit log (everything in
 the report comes from it) and writes ``report.md`` (figures as PNG files in
-``figures/``) and ``report.html`` (the same figures embedded as base64 PNG):
+``figures/``) and ``report.html`` (the same figures embedded as base64 PNG).
+For one run, for the reader who must sign it:
 
-1. the audit log's verification status;
-2. a threat model: each threat -> the mitigations enabled in this run -> the
-   residual risk measured by the attacks actually run, or "not measured";
-3. a privacy statement answering the hazards NIST SP 800-226 lists: unit of
-   privacy, epsilon and delta per hospital, trust model, accountant, clipping,
-   each from the privacy technique's own description;
-4. participation and per-hospital performance (fairness);
-5. the institution policies and their enforcements;
-6. a model card for the final model.
+1. about this report: the run, its date, who prepared it (``owner``), a
+   sign-off line, software versions and the configuration hash;
+2. the data's provenance, in words;
+3. the audit log's verification status (and what an unsigned log is worth);
+4. a threat model: each threat -> the mitigations active in this run (only
+   components whose settings make them act) -> the residual risk measured by
+   the attacks actually run, or "not measured";
+5. a privacy statement answering the hazards NIST SP 800-226 lists (unit of
+   privacy, epsilon and delta per hospital, trust model, accountant,
+   clipping), each from the privacy technique's own description, and the
+   empirical audit's lower bound when the run had one (a refuted claim is
+   flagged under the title);
+6. participation and per-hospital performance: test size, events, AUROC
+   with its DeLong interval, AUPRC beside the base rate;
+7. calibration; 8. institution policies; 9. a model card; 10. caveats that
+   match the run; 11. with ``require``, whether the run meets the stated
+   constraints.
+
+An assessment's log renders as a decision report instead (``assessment``):
+the decision table, a recommendation derived from it for ``require``, and
+each candidate's measured residual risk per threat.
 
 ``baseline`` names the results folder of the same experiment without its
 attacks: the attack's measured effect is the change in final AUROC. A log
@@ -21,9 +34,11 @@ renders it under a banner listing the problems. A log that fedsim did not
 write (or that lacks some of its fields) renders what it holds, "not
 available" for the rest.
 The pieces: ``document`` (renderer), ``run_log`` (the log reader),
-``analyses`` (threats and residual risk); figures are ``fedsim.plots.report``.
+``sections`` (shared sections), ``analyses`` (threats and residual risk),
+``recommend`` (constraints), ``assessment``; figures are ``fedsim.plots.report``.
 """
 
+import math
 import os
 from pathlib import Path
 
@@ -35,10 +50,21 @@ import seaborn as sns
 from fedsim.components import UNITS
 from fedsim.governance.audit import AuditKey
 from fedsim.governance.report.analyses import threat_rows
+from fedsim.governance.report.assessment import build_assessment
 from fedsim.governance.report.document import NA, Doc, code, known, number, span, user
+from fedsim.governance.report.recommend import parse, recommend
 from fedsim.governance.report.run_log import Run, title
+from fedsim.governance.report.sections import (
+    about,
+    audit_log,
+    banners,
+    calibration,
+    data,
+    per_hospital,
+    refuted_banner,
+)
 from fedsim.plots import report as figures
-from fedsim.validation import Boolean, check
+from fedsim.validation import Boolean, NoneValue, Text, check
 
 PRIVACY_NUMBERS = ("epsilon", "delta", "budget", "steps", "rounds", "sampling_rate", "noise_multiplier")
 PRIVACY_TEXTS = ("hospital", "mechanism", "technique", "unit", "accountant")
@@ -97,7 +123,7 @@ def privacy_statement(doc: Doc, run: Run) -> None:
 
 
 def participation(doc: Doc, run: Run) -> None:
-    """Who took part in each round, and each hospital's final AUROC against the global one (fairness)."""
+    """Who took part in each round, then the final model per hospital with test sizes, events and intervals."""
     doc.h("Participation and per-hospital performance")
     rows = []
     for r in run.rounds:
@@ -116,6 +142,17 @@ def participation(doc: Doc, run: Run) -> None:
         hospitals = sorted(set(run.start.get("data_fingerprints", {})) | set(grid.index))
         doc.figure("participation", figures.participation_grid(grid.reindex(hospitals).fillna(0)),
                    "Who took part in each round")
+    if run.evaluation.get("scopes"):
+        per_hospital(doc, run.evaluation, figures)
+    else:
+        released_auroc(doc, run)
+    withheld = sorted(set(run.start.get("data_fingerprints", {})) - set(run.metrics.scope))
+    if withheld:
+        doc.p(f"Withheld by policy (no metric released): {user(', '.join(withheld))}.")
+
+
+def released_auroc(doc: Doc, run: Run) -> None:
+    """Without an evaluation entry (a log from an older fedsim): the released per-hospital AUROCs only."""
     metrics = run.metrics
     per = metrics[(metrics.scope != "global") & (metrics.metric == "auroc")]
     last = per[per["round"] == per["round"].max()]
@@ -123,13 +160,53 @@ def participation(doc: Doc, run: Run) -> None:
     if last.empty:
         doc.p("No per-hospital metrics released.")
         return
-    withheld = sorted(set(run.start.get("data_fingerprints", {})) - set(last.scope))
-    doc.p(f"Final AUROC per hospital: min {last.value.min():.3f} ({user(last.loc[last.value.idxmin(), 'scope'])}), "
-          f"median {last.value.median():.3f}, max {last.value.max():.3f}; "
-          f"spread {last.value.max() - last.value.min():.3f}"
-          f" (a fairness gap). Global AUROC {number(run.final('auroc'), '.3f')}."
-          + (f" Withheld by policy: {user(', '.join(withheld))}." if withheld else ""))
+    doc.p(f"Final AUROC per hospital (no test sizes or intervals in this log): min {last.value.min():.3f} "
+          f"({user(last.loc[last.value.idxmin(), 'scope'])}), median {last.value.median():.3f}, max "
+          f"{last.value.max():.3f}. Global AUROC {number(run.final('auroc'), '.3f')}.")
     doc.figure("fairness", figures.auroc_by_hospital(last, run.final("auroc")), "Final AUROC per hospital")
+
+
+def empirical_audit(doc: Doc, run: Run) -> None:
+    """The canary audit's lower bound on epsilon beside the accountant's (when the run had one)."""
+    rows = (run.audit or {}).get("rows") or run.table("privacy_audit").to_dict(orient="records")
+    if not rows:
+        return
+    doc.h("Empirical privacy audit")
+    doc.p("Canaries were inserted into this run and an auditor tried to tell which were in: the lower bound on "
+          "epsilon below holds with the stated confidence (Steinke, Nasr & Jagielski 2023, one run; "
+          "Mahloujifar, Melis & Chaudhuri 2024 for the f-DP bound, which assumes a Gaussian trade-off curve). "
+          "A lower bound above the accountant's epsilon refutes the privacy claim; one below it does not prove "
+          "the claim, it only fails to refute it. The audited run trained on its canaries: its model is not "
+          "the one to release.")
+    table = pd.DataFrame(rows)
+    columns = [c for c in ("hospital", "technique", "level", "view", "method", "canaries", "guesses", "correct",
+                           "epsilon_one_run", "epsilon_fdp", "epsilon_audited", "confidence", "epsilon_claimed",
+                           "exceeded") if c in table]
+    doc.table(table[columns])
+    if "level" in table and (table.level == "record").any():
+        doc.p("Record canaries: the audited hospital set as many of its own rows aside as it holds canaries, and "
+              "is charged at the highest sampling rate its batches can then have: its epsilon above is higher "
+              "than the other hospitals' for that reason.")
+    statement = (run.audit or {}).get("statement")
+    if statement:
+        doc.p(f"Verdict: **{user(statement)}**.")
+
+
+def requirements(doc: Doc, run: Run, require: str | None) -> None:
+    """Whether the run meets stated constraints on its final AUROC and its largest epsilon."""
+    if not require:
+        return
+    privacy = run.table("privacy", numbers=PRIVACY_NUMBERS)
+    epsilon = float(privacy.epsilon.max()) if len(privacy) and privacy.epsilon.notna().any() else math.inf
+    audited = run.table("privacy_audit", numbers=("epsilon_audited",))
+    row = {"candidate": run.start.get("label", "this run"), "auroc": run.final("auroc"), "epsilon": epsilon,
+           "epsilon_audited": float(audited.epsilon_audited.max()) if len(audited) else math.nan}
+    found = recommend(pd.DataFrame([row]), parse(require, list(row)[1:])).iloc[0]
+    doc.h("Recommendation")
+    constraints = "; ".join(map(str, parse(require, list(row)[1:])))
+    doc.p(f"Stated constraints: {user(constraints)}. This run "
+          + ("**meets them all**." if found.meets else f"**does not meet them**: {user(found.missed)}.")
+          + " Compare candidate set-ups with `fedsim assess` for a choice between them.")
 
 
 def model_card(doc: Doc, run: Run) -> None:
@@ -150,32 +227,76 @@ def model_card(doc: Doc, run: Run) -> None:
         f"(aggregation {user(run.rule)}), {known(config.get('local_epochs'))} local epoch(s), batch "
         f"{known(config.get('batch_size'))}, learning rate {known(config.get('learning_rate'))}, seed "
         f"{known(config.get('seed'))}; components: {user(', '.join(map(title, run.components)) or 'none')}",
-        f"**Data**: {known(config.get('federation'))}; {len(prints)} hospitals, "
+        f"**Data**: {user(_data_name(run))} (see Data); {len(prints)} hospitals, "
         f"{sum(p.get('n_train', 0) for p in prints.values())} training records; fingerprints in the audit log",
         f"**Evaluation** (pooled held-out test splits, final round): {final}",
         "**Intended use**: research and teaching on federated learning privacy and security; "
         "not for clinical decisions (synthetic or unvalidated data, no prospective evaluation)",
-        "**Caveats**: per-hospital performance differs (see the fairness figure); attacks and DP noise in "
-        "this run shape the model; check the privacy statement before releasing the model",
     ])
+
+
+def _data_name(run: Run) -> str:
+    """The data in a few words: the synthetic scenario, the user's table, or what the configuration says."""
+    d = run.start.get("data", {})
+    if d.get("source") == "synthetic":
+        return f"synthetic scenario {d.get('scenario', '?')}"
+    if d:
+        return f"the user's own {'images' if d.get('images') else 'table'} ({d.get('name', 'custom')})"
+    return str(run.start.get("config", {}).get("federation", NA))
+
+
+def caveats(doc: Doc, run: Run) -> None:
+    """What the reader must keep in mind, from what this run did (nothing said that does not apply)."""
+    doc.h("Caveats")
+    found = []
+    if run.start.get("data", {}).get("source") == "synthetic":
+        found.append("the data are synthetic: the numbers show how the set-up behaves, not how a model would "
+                     "perform on real patients")
+    attacks = [a for threat in ("poisoning", "backdoor", "free-riding") for a in run.posing(threat)
+               if a.get("family") != "attack"]
+    if attacks:
+        found.append(f"attacks shaped this model ({user(', '.join(sorted({a['title'] for a in attacks})))}): its "
+                     "metrics are those of an attacked federation")
+    if any(c.get("spends_epsilon") for c in run.of_family("privacy")):
+        found.append("DP noise shaped this model: its accuracy is the price of the privacy statement")
+    if run.of_family("audit") or run.audit:
+        found.append("an empirical audit inserted canaries: this run's model trained on them")
+    threats = threat_rows(run, None)
+    unmeasured = [t for t, risk in zip(threats["threat"], threats["residual risk (measured)"])
+                  if str(risk).startswith("not measured")]
+    if unmeasured:
+        found.append(f"not measured in this run: {user(', '.join(unmeasured))} (no attack posing them ran; "
+                     "`fedsim assess` runs one per threat)")
+    few = [h for h, s in run.evaluation.get("scopes", {}).items() if h != "global" and s.get("events", 0) < 10]
+    if few:
+        found.append(f"small test splits (fewer than 10 events): {user(', '.join(few))}")
+    if run.verification.signatures.startswith("unsigned"):
+        found.append("the audit log is unsigned: it shows the file is internally consistent, not who wrote it")
+    if (run.ended or {}).get("status") != "completed":
+        found.append("the run did not complete: the log ends early")
+    doc.items(found or ["none specific to this run"])
 
 
 def report(results_dir: str | os.PathLike, baseline: str | os.PathLike | None = None,
            key: AuditKey | None = None, out: str | os.PathLike | None = None,
-           allow_tampered: bool = False) -> dict[str, Path]:
+           allow_tampered: bool = False, owner: str | None = None, require: str | None = None) -> dict[str, Path]:
     """Write ``report.md`` (+ ``figures/``) and a self-contained ``report.html``; return their paths.
 
     ``key`` checks the logs' signatures. A log (of the run or of the baseline)
     that fails verification raises ValueError, unless ``allow_tampered=True``:
     the report then opens with a banner saying so and listing the problems.
+    ``owner``: who prepares (and signs) the report. ``require``: constraints
+    such as ``"epsilon<=8, auroc>=0.80"`` for the recommendation.
     """
     check("allow_tampered", allow_tampered, Boolean())
+    check("owner", owner, Text(), NoneValue())
+    check("require", require, Text(), NoneValue())
     run = Run.load(results_dir, key, allow_tampered=allow_tampered)
     base = Run.load(baseline, key, "baseline", allow_tampered) if baseline is not None else None
     out = Path(out) if out is not None else run.folder
     with sns.axes_style("whitegrid"), matplotlib.rc_context({"figure.max_open_warning": 0,
                                                               "text.parse_math": False}):
-        doc = build(run, base)
+        doc = build_assessment(run, owner, require) if run.is_assessment else build(run, base, owner, require)
     paths = {"markdown": out / "report.md", "html": out / "report.html"}
     try:
         (out / "figures").mkdir(parents=True, exist_ok=True)
@@ -188,42 +309,19 @@ def report(results_dir: str | os.PathLike, baseline: str | os.PathLike | None = 
     return paths
 
 
-def banners(doc: Doc, run: Run, baseline: Run | None) -> None:
-    """A prominent warning for each log that failed verification, listing its problems."""
-    for name, r in (("this run", run), ("the baseline", baseline)):
-        if r is not None and not r.verification.ok:
-            v = r.verification
-            more = [f"... and {v.more_problems} more problems"] if v.more_problems else []
-            doc.warning(f"**WARNING: the audit log of {name} FAILED verification ({v.tally}): it is not "
-                        "the log the run wrote, and nothing in this report can be trusted.**",
-                        [user(f"line {p['line']}: {p['problem']}: {p['detail']}") for p in v.problems] + more)
-
-
-def audit_log(doc: Doc, run: Run) -> None:
-    """The log's verification status, what its signatures show, its problems and notes."""
-    v = run.verification
-    doc.h("Audit log")
-    count = f": {v.tally}" if not v.ok else ""
-    doc.p(f"Audit log verification: **{v.status}**{count} ({v.entries} entries, head {code(v.head[:16])}; "
-          f"{user(v.signatures)}).")
-    if v.problems:
-        doc.table(pd.DataFrame(v.problems))
-    if v.notes:
-        doc.items([user(n) for n in v.notes])
-
-
-def build(run: Run, baseline: Run | None = None) -> Doc:
-    """The report as a Doc (render it with ``.markdown()`` or ``.html()``)."""
+def build(run: Run, baseline: Run | None = None, owner: str | None = None, require: str | None = None) -> Doc:
+    """The report of one run as a Doc (render it with ``.markdown()`` or ``.html()``)."""
     doc = Doc(f"Risk report: {run.start.get('label', run.folder.name)}")
     banners(doc, run, baseline)
-    config_hash, versions = run.start.get("config_hash"), run.start.get("versions", {})
-    doc.p(f"Results folder {code(run.folder)}; config hash {code(config_hash[:16]) if config_hash else NA}; "
-          f"fedsim {known(versions.get('fedsim'))}, Flower {known(versions.get('flwr'))}.")
+    refuted_banner(doc, (run.audit or {}).get("rows") or run.table("privacy_audit").to_dict(orient="records"))
+    about(doc, run, owner, "Run")
+    data(doc, run)
     audit_log(doc, run)
 
     doc.h("Threat model")
-    doc.p("Each threat, the mitigations enabled in this experiment, and the residual risk as measured by the "
-          "attacks actually run in it (\"not measured\" where none was).")
+    doc.p("Each threat, the mitigations active in this experiment (a component is listed only where its settings "
+          "make it act against that threat), and the residual risk as measured by the attacks actually run in it "
+          "(\"not measured\" where none was).")
     doc.table(threat_rows(run, baseline))
     if baseline is not None:
         both = pd.concat([run.metrics.assign(run="with attack"), baseline.metrics.assign(run="without attack")])
@@ -240,7 +338,9 @@ def build(run: Run, baseline: Run | None = None) -> Doc:
                    "Update norms seen by the server (before aggregation)")
 
     privacy_statement(doc, run)
+    empirical_audit(doc, run)
     participation(doc, run)
+    calibration(doc, run.evaluation, figures)
 
     doc.h("Institution policies")
     policies = pd.DataFrame(run.start.get("policies", []))
@@ -250,6 +350,8 @@ def build(run: Run, baseline: Run | None = None) -> Doc:
     doc.table(pd.DataFrame(run.policy, columns=["round", "hospital", "policy", "action", "detail"]),
               empty="no enforcement")
     model_card(doc, run)
+    caveats(doc, run)
+    requirements(doc, run, require)
     return doc
 
 

@@ -155,7 +155,7 @@ class Doc:
                 body.append(f'<figure><img alt="{e(block[2])}" src="data:image/png;base64,{data}">'
                             f"<figcaption>{e(block[2])}</figcaption></figure>")
         style = ("body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;"
-                 "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:.9em}"
+                 "color:#222}table{border-collapse:collapse;margin:1em 0;font-size:.9em;display:block;overflow-x:auto}"
                  "th,td{border:1px solid #ccc;padding:.3em .6em;text-align:left;vertical-align:top}"
                  "th{background:#f3f3f3}img{max-width:100%}figcaption{font-style:italic;color:#555}"
                  "code{background:#f3f3f3;padding:0 .2em}"

@@ -19,6 +19,17 @@ MISSING = object()  # what ``conform`` returns for a value that does not fit its
 
 COMPONENT = {"name": str, "title": str, "family": str, "role": str, "threats": [str], "settings": {str: object},
              "label": str, "spends_epsilon": bool, "unit": str, "trust_model": str}
+DATA = {"source": str, "name": str, "scenario": str, "title": str, "n_hospitals": int, "n_patients": int,
+        "n_train": int, "n_test": int, "target": str, "site": str, "seed": int, "test_size": float,
+        "knobs": {str: float}, "columns": [str], "events_train": int, "images": bool}
+SCOPE = {"n_test": int, "events": int, "base_rate": float, "event_rate_low": float, "event_rate_high": float,
+         "auroc": float, "auroc_low": float, "auroc_high": float, "auprc": float, "mean_risk": float, "brier": float,
+         "calibration_slope": float, "calibration_intercept": float}
+EVALUATION = {"scopes": {str: SCOPE}, "reliability": [{"bin": int, "n": int, "mean_risk": float, "observed": float}]}
+AUDIT_ROW = {"hospital": str, "technique": str, "level": str, "view": str, "method": str, "canaries": int,
+             "guesses": int, "correct": int, "epsilon_audited": float, "confidence": float, "epsilon_claimed": float,
+             "delta": float, "epsilon_one_run": float, "epsilon_fdp": float, "exceeded": bool}
+AUDIT = {"rows": [AUDIT_ROW], "claim_refuted": bool, "statement": str}
 START = {
     "label": str, "config": {str: object}, "config_hash": str, "versions": {str: str},
     "data_fingerprints": {str: {"n_train": int}},
@@ -28,11 +39,19 @@ START = {
     "aggregation": {"name": str, "threats": [str]},
     "client_training": {str: object},
     "in_play": {"components": [COMPONENT], "custom": [{"name": str, "threat": str, "hospitals": [str]}]},
+    "data": DATA, "kind": str, "owner": str, "require": str, "threats": [str], "seeds": [int],
+    "candidates": {str: [COMPONENT]},
 }
+CANDIDATE = {"label": str, "row": {str: object}, "components": [COMPONENT],
+             "hospitals": [{"hospital": str, "auroc": float, "reference_auroc": float, "change": float}],
+             "privacy": [{str: object}], "audit": [AUDIT_ROW], "attacks": [{str: object}],
+             "skipped": [{"battery": str, "reason": str}], "evaluation": EVALUATION,
+             "runs": [{"battery": str, "seed": int, "audit_log": str, "head": str}]}
 ROUND = {"round": int, "sampled": [str], "dropped": {str: object}, "rejected": {str: object},
          "excluded": {str: object}, "update_norms": {str: float}, "aggregation": {"selected": [str]}}
 POLICY = {"round": int, "hospital": str, "policy": str, "action": str, "detail": str}
-RESULT = {"metrics": {str: [object]}, "tables": {str: [{str: object}]},
+RESULT = {"metrics": {str: [object]}, "tables": {str: [{str: object}]}, "evaluation": EVALUATION,
+          "decision": [{str: object}], "columns": [str],
           "model": {"name": str, "class": str, "parameters": int, "layers": [object], "target": str,
                     "n_features": int, "weights_sha256": str}}
 METRIC_COLUMNS = ["round", "scope", "metric", "value"]
@@ -85,6 +104,10 @@ class Run:
     rounds: list[dict]
     policy: list[dict]
     result: dict | None
+    started: str = ""  # when the run began (the start entry's time, UTC)
+    ended: dict | None = None  # the closing entry's data (status), None for an incomplete log
+    audit: dict | None = None  # the empirical audit's entry
+    candidates: tuple = ()  # an assessment's candidate entries
 
     @classmethod
     def load(cls, folder: str | os.PathLike, key: AuditKey | None = None, field: str = "results",
@@ -109,8 +132,22 @@ class Run:
         starts, results = data("start", START), data("result", RESULT)
         if not starts:
             raise ValueError(f"{field}: {str(log)!r} has no start entry")
+        started = next((e.get("time") for e in entries if e["kind"] == "start"), "")
+        ends, audits = data("end", {"status": str, "rounds": int}), data("audit", AUDIT)
         return cls(log.parent, verification, starts[0], [r for r in data("round", ROUND) if "round" in r],
-                   data("policy", POLICY), results[0] if results else None)
+                   data("policy", POLICY), results[0] if results else None,
+                   started if isinstance(started, str) else "", ends[-1] if ends else None,
+                   audits[0] if audits else None, tuple(c for c in data("candidate", CANDIDATE) if "label" in c))
+
+    @property
+    def is_assessment(self) -> bool:
+        """Whether the log is an assessment's (``fedsim assess``) rather than one run's."""
+        return self.start.get("kind") == "assessment"
+
+    @property
+    def evaluation(self) -> dict:
+        """The final model's evaluation per released scope (test size, events, intervals, calibration)."""
+        return (self.result or {}).get("evaluation", {})
 
     @property
     def metrics(self) -> pd.DataFrame:
