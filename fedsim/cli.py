@@ -1,4 +1,4 @@
-"""``fedsim demo|run|sweep|assess|data|audit|report ...``: the public API from the shell.
+"""``fedsim demo|run|sweep|assess|export|data|audit|report ...``: the public API from the shell.
 
 A config is YAML whose keys mirror ``fedsim.Experiment``; components are
 given by their registry name and settings::
@@ -159,6 +159,17 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
     return 1
 
 
+def export(config_path: str, out: str) -> Path:
+    """Write the configured experiment as a self-contained Flower app folder (``flwr run APP CONNECTION``)."""
+    config = load_config(config_path)
+    experiment = build_experiment(config)
+    table = config["federation"] if "path" in config["federation"] else None
+    folder = experiment.to_flower_app(out_folder(Path(out)), federation=table)
+    print(f"wrote the Flower app {folder}/ (pyproject.toml, fedsim_app/); run it with `flwr run {folder} CONNECTION`, "
+          f"each SuperNode given --node-config \"partition-id=i num-partitions={experiment.federation.n_hospitals}\"")
+    return folder
+
+
 def parse_vary(items: list[str]) -> dict[str, list]:
     """``--vary FIELD=[v1, v2]`` (YAML values) as {field: values}."""
     vary = {}
@@ -221,6 +232,9 @@ def parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run an experiment from a YAML config")
     run_cmd.add_argument("config")
     run_cmd.add_argument("--out", help="results folder (default: results/<config>-<time>)")
+    export_cmd = commands.add_parser("export", help="write an experiment from a YAML config as a Flower app")
+    export_cmd.add_argument("config")
+    export_cmd.add_argument("--out", required=True, help="the app folder (created)")
     sweep_cmd = commands.add_parser("sweep", help="one experiment with fields varied, over seeds (cached runs)")
     sweep_cmd.add_argument("config")
     sweep_cmd.add_argument("--vary", action="append", default=[], metavar="FIELD=[VALUE, ...]",
@@ -315,6 +329,8 @@ def main(argv: list[str] | None = None) -> int:
             return demo.main(out_folder(Path(args.out)))
         elif args.command == "run":
             return run(args.config, args.out, args.audit_key)
+        elif args.command == "export":
+            export(args.config, args.out)
         elif args.command == "sweep":
             sweep(args.config, args.vary, args.seeds, args.out)
         elif args.command == "assess":

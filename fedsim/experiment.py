@@ -12,7 +12,10 @@ from fedsim import engine
 from fedsim._tf import note_device
 from fedsim.components import Component, as_components
 from fedsim.defenses import UpdateValidator
-from fedsim.engine import Plan, RoundObserver
+from fedsim.deploy import app as flower_app
+from fedsim.deploy import engine as flower_runtimes
+from fedsim.deploy.spec import to_spec
+from fedsim.engine import Outcome, Plan, RoundObserver
 from fedsim.federation import Federation
 from fedsim.governance.audit import check_key
 from fedsim.governance.policies import Policy, resolve_policies
@@ -111,6 +114,8 @@ class Experiment:
         plan = self.build_plan()  # every component checked against the federation now, not mid-run
         plan.seal()
         engine.check(plan, self.engine)
+        if self.engine in engine.FLOWER_RUNTIMES:
+            to_spec(self)  # what cannot travel to the federation's processes is refused now
 
     def _observers(self) -> tuple:
         observers = []
@@ -210,12 +215,39 @@ class Experiment:
         }
 
     def run(self) -> Result:
-        """Train, evaluating the global model on every test split each round."""
+        """Train, evaluating the global model on every test split each round.
+
+        ``engine="deployment"`` or ``"simulation"`` exports the experiment as a
+        Flower app, runs it on a federation of processes on this machine and
+        reads its Result and audit log back.
+        """
+        if self.engine in engine.FLOWER_RUNTIMES:
+            return flower_runtimes.run(self)
+        return self._run(lambda plan: engine.run(plan, self.engine))
+
+    def run_on(self, grid) -> Result:
+        """Run in a Flower ServerApp, on the federation behind its ``grid`` (what an exported app does).
+
+        Each node runs ``fedsim.engine.client_app`` of this experiment's plan
+        and names its hospital by index in its node config (``partition-id``).
+        """
+        return self._run(lambda plan: engine.run_on_grid(grid, plan))
+
+    def to_flower_app(self, path: str | os.PathLike, federation: dict | None = None) -> Path:
+        """Write this experiment as a self-contained Flower app folder (``flwr run PATH ...``); return the folder.
+
+        ``federation``: how to load a federation built from a table,
+        ``{"path": ..., "target": ..., "site": ...}`` (a synthetic one travels as its settings).
+        """
+        return flower_app.export(self, path, federation)
+
+    def _run(self, execute: Callable[[Plan], Outcome]) -> Result:
+        """Build the plan, ``execute`` it under governance (policies, audit log), assemble the Result."""
         note_device()
         plan = self.build_plan()
         governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl
         try:
-            outcome = engine.run(plan, self.engine)
+            outcome = execute(plan)
         except BaseException as error:
             governance.abort(error)
             raise

@@ -4,7 +4,12 @@
   round's hospitals trained at once, ``fedsim.engine.cohort``);
 - ``sequential``: the same Grid, each hospital trained alone, one after
   another (the reference the cohort engine is checked against);
-- ``ray``: the same ClientApp on Flower's Ray simulation runtime.
+- ``deployment``: an exported Flower app on a SuperLink and one SuperNode per
+  hospital on this machine; ``simulation``: the same app on Flower's
+  simulation runtime (``flwr run``). Both run the plan through ``run_on_grid``
+  in the app's ServerApp (``fedsim.deploy``), with ``client_app`` on every node;
+- ``ray``: the ClientApp on Flower's deprecated ``run_simulation``, the
+  ServerApp in this process (so observers and mods that are Python objects work).
 """
 
 import logging
@@ -12,6 +17,7 @@ import os
 import time
 
 from flwr.app import Message, MessageType, RecordDict
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim._flower import flower_log_level
@@ -25,16 +31,21 @@ from fedsim.engine.secagg import check_plan, serve_secagg
 from fedsim.engine.secagg import client_mods as secagg_mods
 from fedsim.engine.wrapper import StrategyWrapper
 
-ENGINES = ("inprocess", "sequential", "ray")
+ENGINES = ("inprocess", "sequential", "deployment", "simulation", "ray")
+FLOWER_RUNTIMES = ("deployment", "simulation")  # run as an exported Flower app (fedsim.deploy)
 
 
-def _client_app_and_loop(plan: Plan, cohort: CohortRound | None = None):
-    """The ClientApp and the server loop a plan runs with (SecAgg+ speaks Flower's legacy fit messages)."""
+def client_app(plan: Plan, cohort: CohortRound | None = None) -> ClientApp:
+    """The ClientApp every hospital of a sealed plan runs (SecAgg+ speaks Flower's legacy fit messages)."""
     secagg = plan.secagg is not None
     mods = secagg_mods(plan) if secagg else plan.client_mods()
-    app = make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
-                          steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort)
-    return app, (serve_secagg if secagg else serve)
+    return make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
+                           steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort)
+
+
+def _loop(plan: Plan):
+    """The server loop a plan runs with."""
+    return serve_secagg if plan.secagg is not None else serve
 
 
 def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
@@ -43,42 +54,57 @@ def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
     # Node i + 1 serves hospital i (InProcessGrid).
     rounds = CohortRound(fed, plan.model_fn, plan.local_data, hospital_of=lambda node_id: node_id - 1) \
         if cohort else None
-    app, loop = _client_app_and_loop(plan, rounds)
-    grid = InProcessGrid(app, fed.n_hospitals, prepare=rounds.prepare if rounds is not None else None)
+    grid = InProcessGrid(client_app(plan, rounds), fed.n_hospitals,
+                         prepare=rounds.prepare if rounds is not None else None)
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
-        return loop(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
+        return _loop(plan)(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
 
 def _discover_hospitals(grid: Grid, plan: Plan, wait_s: float = 120) -> dict[int, str]:
-    """Ask each node which hospital it serves (Ray assigns random node ids)."""
+    """Ask each node which hospital it serves (Flower's runtimes assign random node ids)."""
     deadline = time.monotonic() + wait_s
     while len(node_ids := list(grid.get_node_ids())) < plan.federation.n_hospitals:
         if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of {plan.federation.n_hospitals} simulated nodes registered")
-        time.sleep(0.1)  # the simulation runtime registers its nodes while the ServerApp starts
+            raise RuntimeError(f"only {len(node_ids)} of {plan.federation.n_hospitals} nodes registered")
+        time.sleep(0.1)  # the runtime registers its nodes while the ServerApp starts
     queries = [Message(RecordDict(), node_id, MessageType.QUERY) for node_id in node_ids]
     replies = grid.send_and_receive(queries)
     hospitals = plan.federation.hospitals
     return {r.metadata.src_node_id: hospitals[int(r.content["site"]["partition-id"])] for r in replies}
 
 
+def run_on_grid(grid: Grid, plan: Plan) -> Outcome:
+    """Run ``plan`` on the Grid of a Flower ServerApp whose nodes run ``client_app(plan)``.
+
+    Each node names its hospital by index in its node config (``partition-id``,
+    as Flower's simulation runtime sets it and ``flower-supernode
+    --node-config`` gives it).
+    """
+    plan.seal()
+    check(plan, "deployment")
+    hospital_of = _discover_hospitals(grid, plan)
+    return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__)
+
+
 def run_ray(plan: Plan) -> Outcome:
-    """The same ClientApp on Flower's own simulation runtime (``run_simulation`` over Ray)."""
+    """The same ClientApp on Flower's deprecated ``run_simulation`` over Ray, its ServerApp in this process.
+
+    Kept for what cannot travel to other processes (observers and mods that
+    are Python objects); ``simulation`` is the supported runtime.
+    """
     from flwr.simulation import run_simulation
 
-    app, loop = _client_app_and_loop(plan)
     outcome: list[Outcome] = []
     server = ServerApp()
 
     @server.main()
     def main(grid: Grid, context) -> None:
-        hospital_of = _discover_hospitals(grid, plan)
-        outcome.append(loop(grid, plan, hospital_of=hospital_of.__getitem__))
+        outcome.append(run_on_grid(grid, plan))
 
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
         run_simulation(
             server_app=server,
-            client_app=app,
+            client_app=client_app(plan),
             num_supernodes=plan.federation.n_hospitals,
             backend_config={
                 "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
@@ -115,9 +141,13 @@ def run(plan: Plan, engine: str) -> Outcome:
     """Run ``plan`` on the named engine (sealing it first: its strategy and mods are composed by stage)."""
     plan.seal()
     check(plan, engine)  # here, not in a ServerApp, where Flower would swallow the error
+    if engine in FLOWER_RUNTIMES:
+        raise ValueError(f"engine: {engine!r} runs an exported Flower app: use Experiment.run, or run_on_grid "
+                         f"in a ServerApp")
     return {"inprocess": run_inprocess, "sequential": lambda p: run_inprocess(p, cohort=False),
             "ray": run_ray}[engine](plan)
 
 
-__all__ = ["ENGINES", "STAGES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid", "Outcome", "Plan",
-           "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings", "StrategyWrapper", "run"]
+__all__ = ["ENGINES", "FLOWER_RUNTIMES", "STAGES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid",
+           "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings",
+           "StrategyWrapper", "client_app", "run", "run_on_grid"]

@@ -1,0 +1,71 @@
+"""The Deployment Engine on this machine: the same numbers as in-process, and no process left behind."""
+
+import re
+
+import numpy as np
+import pytest
+
+import fedsim as fs
+from fedsim.deploy import engine as deploy_engine
+from fedsim.deploy import launcher
+from fedsim.deploy.app import export
+from fedsim.deploy.launcher import FederationError, LoopbackFederation
+
+pytestmark = pytest.mark.deployment
+
+
+class RecordingFederation(LoopbackFederation):
+    """A LoopbackFederation that remembers every process it started."""
+
+    started: list["RecordingFederation"] = []
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        RecordingFederation.started.append(self)
+
+
+def global_auroc(result):
+    return result.metrics.query("scope == 'global' and metric == 'auroc'").set_index("round")["value"]
+
+
+def test_deployment_matches_inprocess_and_stops_every_process(monkeypatch, tmp_path):
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
+    RecordingFederation.started.clear()
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
+    experiment = fs.Experiment(federation=fed, model="logreg", rounds=2, seed=1)
+    reference = experiment.run()
+    deployed = experiment.replace(engine="deployment", out=tmp_path / "run").run()
+
+    np.testing.assert_allclose(global_auroc(deployed), global_auroc(reference), rtol=0, atol=1e-6)
+    assert list(global_auroc(deployed).index) == [0, 1, 2]
+    for a, b in zip(deployed.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
+    assert deployed.config == experiment.replace(engine="deployment").config()
+    assert deployed.audit_path == tmp_path / "run" / "audit.jsonl"
+    assert list(deployed.audit.kind)[0] == "start" and list(deployed.audit.kind)[-1] == "end"
+    assert list(deployed.participation.columns) == list(reference.participation.columns)
+
+    (federation,) = RecordingFederation.started
+    assert len(federation.processes) == 1 + 2 * 3 + 1  # SuperLink, 3 SuperNodes and their workers, `flwr run`
+    assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
+    assert not launcher.tagged(federation.tag)
+
+
+def test_a_failing_run_raises_with_its_log_and_stops_every_process(monkeypatch, tmp_path):
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
+    RecordingFederation.started.clear()
+
+    def broken_export(experiment, folder):  # the ServerApp will fail to read its spec
+        app = export(experiment, folder)
+        pyproject = app / "pyproject.toml"
+        pyproject.write_text(re.sub(r"^spec = .*$", 'spec = "{}"', pyproject.read_text(), flags=re.M))
+        return app
+
+    monkeypatch.setattr(deploy_engine, "export", broken_export)
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=2, n_patients=300, seed=2)
+    experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, engine="simulation", out=tmp_path / "run")
+    with pytest.raises(FederationError, match="(?s)ended without a result.*not a fedsim spec"):
+        experiment.run()
+    (federation,) = RecordingFederation.started
+    assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
+    assert not launcher.tagged(federation.tag)
