@@ -2,7 +2,8 @@
 
 Workloads (same model everywhere: MLP features-64-64-1, batch 32, 1 local epoch, FedAvg, learning rate 0.05):
   W1: 20 hospitals x ~600 training rows x 3 rounds, evaluation at the end;
-  W2: 1,000 hospitals x ~80 training rows, 1 round, every hospital training.
+  W2: 1,000 hospitals x ~80 training rows, 1 round, every hospital training;
+  W3: 3 hospitals x ~600 training rows x 2 rounds, for Flower's own runtimes as separate processes.
 Compared on each:
   (a) the cohort engine (engine="inprocess", the default),
   (b) the per-hospital path (engine="sequential"),
@@ -11,9 +12,11 @@ Compared on each:
 Then: DP-SGD on the cohort engine against plain; the cohort engine's compiled program alone on the same
 work (no messages), plain and DP-SGD; the cost of one W2 round of Flower messages with no training at
 all (the floor the message format sets); hospitals x steps per second; and, in a fresh
-process, peak RSS and round time with 10,000 hospitals registered and 1,000 training.
+process, peak RSS and round time with 10,000 hospitals registered and 1,000 training. On W3: the cohort
+engine against the exported Flower app on the Deployment Engine (loopback SuperLink, one SuperNode and one
+long-lived ClientApp process per hospital) and on Flower's simulation runtime (`flwr run`), start-up included.
 
-    python benchmarks/engine.py [--skip-ray]     # make bench
+    python benchmarks/engine.py [--skip-ray] [--skip-deployment]     # make bench
 On a CUDA GPU: pip install -e ".[gpu]" then the same command (TF_FORCE_GPU_ALLOW_GROWTH is set by fedsim).
 """
 
@@ -36,6 +39,7 @@ from fedsim.training import batch_plan, noise_draws, trainer_for
 
 W1 = {"n_hospitals": 20, "rows": 750, "rounds": 3}
 W2 = {"n_hospitals": 1000, "rows": 100, "rounds": 1}
+W3 = {"n_hospitals": 3, "rows": 750, "rounds": 2}
 
 
 def federation(workload):
@@ -115,6 +119,8 @@ def fresh_process_10000() -> dict:
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--skip-ray", action="store_true", help="skip Flower's Ray runtime (slow)")
+    parser.add_argument("--skip-deployment", action="store_true",
+                        help="skip W3 on Flower's Deployment Engine and simulation runtime (a minute or two)")
     args = parser.parse_args()
     device = "GPU" if tf.config.list_physical_devices("GPU") else "CPU"
     results = {"device": device}
@@ -141,6 +147,13 @@ def main():
             row["messages_only_s"] = best_of(floor.run, repeat=2)
         results[name] = row
 
+    if not args.skip_deployment:
+        fed = federation(W3)
+        small = experiment(fed, W3)
+        small.run()
+        results["W3"] = {"cohort_s": best_of(small.run), **{
+            f"{engine}_s": best_of(experiment(fed, W3, engine=engine).run, repeat=1)  # noqa: B023
+            for engine in ("deployment", "simulation")}}
     results["10000_hospitals"] = fresh_process_10000()
     results["peak_rss_this_process_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -164,6 +177,14 @@ def main():
         if "messages_only_s" in r:
             print(f"  Flower messages, no training {r['messages_only_s']:7.3f} s   (floor / (d) = "
                   f"{r['messages_only_s'] / r['loop_s']:4.2f}x)")
+        print()
+    if "W3" in results:
+        r = results["W3"]
+        print("W3 (3 hospitals, 2 rounds; Flower's runtimes start their processes in the time shown)")
+        print(f"  cohort engine                {r['cohort_s']:7.3f} s")
+        for engine in ("deployment", "simulation"):
+            print(f"  {engine + ' (flwr run)':28s} {r[engine + '_s']:7.3f} s   / cohort = "
+                  f"{r[engine + '_s'] / r['cohort_s']:6.1f}x")
         print()
     big = results["10000_hospitals"]
     print(f"10,000 hospitals registered, 1,000 training: one round {big['round_s']:.2f} s, "

@@ -16,11 +16,12 @@ import pandas as pd
 
 import data_synthetic
 from fedsim.plots import plot_federation
-from fedsim.validation import Instance, Integer, NoneValue, Positive, Real, Seq, Text, check
+from fedsim.validation import Instance, Integer, NoneValue, Options, Positive, Real, Seq, Text, check
 
 SCHEMES = ("iid", "dirichlet", "quantity")
 TEST_SIZE = Real(min=0, max=1, min_open=True, max_open=True)
 SEED = Integer(min=0, max=2**32 - 1)
+PREPROCESSING = Options("pooled", "federated")  # Preprocessor fit on pooled rows, or from per-hospital statistics
 
 
 class Preprocessor:
@@ -30,26 +31,66 @@ class Preprocessor:
     deviation; a missing value becomes the training mean (0 after scaling) and,
     for columns with missing training values, a ``<column>_missing`` indicator is
     added. String/categorical columns are one-hot encoded with the categories
-    seen in training; a missing or unseen category encodes as all zeros. In a
-    real deployment these statistics would come from one federated statistics
-    round over the training splits; no test row ever contributes.
+    seen in training; a missing or unseen category encodes as all zeros. No test
+    row ever contributes. ``Preprocessor(train, features)`` fits on the pooled
+    training rows (``fitting == "pooled"``); ``from_statistics`` fits the same
+    parameters from each hospital's ``hospital_statistics``, as one federated
+    statistics round of a deployment would (``fitting == "federated"``).
     """
 
     def __init__(self, train: pd.DataFrame, features: list[str]):
-        self.features = list(features)
-        self.numeric = [c for c in features if pd.api.types.is_numeric_dtype(train[c])]
-        self.categorical = [c for c in features if c not in self.numeric]
-        values = train[self.numeric].astype("float64")
+        numeric = [c for c in features if pd.api.types.is_numeric_dtype(train[c])]
+        values = train[numeric].astype("float64")
         with np.errstate(over="ignore", invalid="ignore"):
             mean, std = values.mean(), values.std(ddof=0)
         _check_numbers(values, values.isna().all() | (np.isfinite(mean) & np.isfinite(std)),
                        "the standard deviation overflows float64")
-        self.mean = mean.fillna(0.0).to_numpy()
-        self.std = std.fillna(1.0).replace(0.0, 1.0).to_numpy()
-        self.flagged = [c for c in self.numeric if train[c].isna().any()]
-        self.categories = {
-            c: sorted(train[c].dropna().astype(str).unique()) for c in self.categorical
-        }
+        self._fit("pooled", features, numeric, mean.fillna(0.0).to_numpy(),
+                  std.fillna(1.0).replace(0.0, 1.0).to_numpy(),
+                  [c for c in numeric if train[c].isna().any()],
+                  {c: sorted(train[c].dropna().astype(str).unique()) for c in features if c not in numeric})
+
+    @classmethod
+    def from_statistics(cls, features: list[str], statistics: list[dict]) -> "Preprocessor":
+        """The preprocessor fitted from ``hospital_statistics`` of each hospital's training rows (no row seen).
+
+        Counts, means and centred sums of squares combine exactly (Chan, Golub &
+        LeVeque's pairwise update), so the parameters equal the pooled fit's up
+        to floating-point rounding.
+        """
+        if not statistics:
+            raise ValueError("statistics: expected one hospital's statistics or more, got none")
+        numeric = [c for c in features if c in statistics[0]["numeric"]]
+        for stats in statistics:
+            if set(stats["numeric"]) != set(numeric) or set(stats["categories"]) != set(features) - set(numeric):
+                raise ValueError(f"statistics: hospitals disagree on the columns or on which are numeric (numeric "
+                                 f"{numeric} at the first, {[c for c in features if c in stats['numeric']]} at one)")
+        count, total, squares = (np.array([[s["numeric"][c][key] for c in numeric] for s in statistics], np.float64)
+                                 for key in ("count", "sum", "squares"))
+        n = count.sum(axis=0)
+        with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+            mean = total.sum(axis=0) / n
+            own = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+            shift = np.where(count > 0, count * (own - mean) ** 2, 0.0)
+            std = np.sqrt((squares.sum(axis=0) + shift.sum(axis=0)) / n)
+        for column, values, m, s in zip(numeric, n, mean, std):
+            if values and not (np.isfinite(m) and np.isfinite(s)):
+                raise _too_large(column, "the standard deviation overflows float64")
+        rows = sum(s["rows"] for s in statistics)
+        pre = cls.__new__(cls)
+        pre._fit("federated", features, numeric, np.where(n > 0, mean, 0.0), np.where((n > 0) & (std > 0), std, 1.0),
+                 [c for c, k in zip(numeric, n) if k < rows],
+                 {c: sorted(set().union(*(s["categories"][c] for s in statistics)))
+                  for c in features if c not in numeric})
+        return pre
+
+    def _fit(self, fitting: str, features, numeric, mean, std, flagged, categories) -> None:
+        """Set the fitted parameters and the model inputs' names."""
+        self.fitting = fitting
+        self.features = list(features)
+        self.numeric = numeric
+        self.categorical = [c for c in features if c not in numeric]
+        self.mean, self.std, self.flagged, self.categories = mean, std, flagged, categories
         self.feature_names = (
             self.numeric
             + [f"{c}_missing" for c in self.flagged]
@@ -77,6 +118,33 @@ class Preprocessor:
         return np.hstack([scaled, flags, *onehots]).astype(np.float32)
 
 
+def hospital_statistics(train: pd.DataFrame, features: list[str]) -> dict:
+    """What one hospital's training rows tell ``Preprocessor.from_statistics``, computed from those rows only.
+
+    ``{"rows": n, "numeric": {column: {"count", "sum", "squares"}}, "categories":
+    {column: [...]}}``: per numeric column the number of non-missing values,
+    their sum and their sum of squared deviations from the hospital's own mean
+    (the sum of squares, centred for numerical stability); per categorical
+    column the categories the hospital has. This is what a server sees.
+    """
+    numeric = [c for c in features if pd.api.types.is_numeric_dtype(train[c])]
+    values = train[numeric].astype("float64")
+    array = values.to_numpy()
+    count = (~np.isnan(array)).sum(axis=0)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        total = np.nansum(array, axis=0)
+        squares = np.nansum((array - np.where(count > 0, total / count, 0.0)) ** 2, axis=0)
+    _check_numbers(values, np.isfinite(total) & np.isfinite(squares), "the standard deviation overflows float64")
+    return {"rows": len(train),
+            "numeric": {c: {"count": int(k), "sum": float(t), "squares": float(q)}
+                        for c, k, t, q in zip(numeric, count, total, squares)},
+            "categories": {c: sorted(train[c].dropna().astype(str).unique()) for c in features if c not in numeric}}
+
+
+def _too_large(column, detail: str) -> ValueError:
+    return ValueError(f"features: column {column!r} holds values too large to standardise ({detail}); rescale it")
+
+
 def _check_numbers(values: pd.DataFrame, fine, overflow: str) -> None:
     """Refuse the first numeric column holding an infinity, or one not ``fine`` (values so large that ``overflow``)."""
     infinite = np.isinf(values.to_numpy()).any(axis=0)
@@ -86,8 +154,7 @@ def _check_numbers(values: pd.DataFrame, fine, overflow: str) -> None:
             raise ValueError(f"features: column {column!r} holds non-finite values ({found}); "
                              f"use NaN for a missing value")
         if not ok:
-            raise ValueError(f"features: column {column!r} holds values too large to standardise (magnitude up to "
-                             f"{np.nanmax(np.abs(values[column])):g}: {overflow}); rescale it")
+            raise _too_large(column, f"magnitude up to {np.nanmax(np.abs(values[column])):g}: {overflow}")
 
 
 def _kind(value) -> str:
@@ -185,6 +252,7 @@ class Federation:
         features: list[str] | None = None,
         positive=None,
         name: str = "custom",
+        preprocessing: str = "pooled",
     ) -> "Federation":
         """One hospital per distinct value of ``site``; every other column is a feature.
 
@@ -193,6 +261,9 @@ class Federation:
         Numeric and string columns are accepted, missing values are imputed (see
         ``Preprocessor``). Each hospital's rows are split into train and test,
         stratified by outcome, before any statistic is computed.
+        ``preprocessing="pooled"`` fits the preprocessor on the pooled training
+        rows; ``"federated"`` from each hospital's summary statistics of its own
+        training rows (``hospital_statistics``), as a deployment must.
         """
         _table(df)
         _column("target", df, target)
@@ -201,6 +272,7 @@ class Federation:
             raise ValueError(f"site: the site and target columns must differ, both are {site!r}")
         test_size, seed = check("test_size", test_size, TEST_SIZE), check("seed", seed, SEED)
         check("name", name, Text())
+        check("preprocessing", preprocessing, PREPROCESSING)
         if df[site].isna().any():
             raise ValueError(f"site: {int(df[site].isna().sum())} rows have no site")
         _one_type("site", df[site])
@@ -223,7 +295,9 @@ class Federation:
         order = np.lexsort((np.arange(len(df)), sites))
         data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
         sites, y, is_test = sites[order], y[order], is_test[order]
-        pre = Preprocessor(data[~is_test], features)
+        train = data[~is_test]
+        pre = (Preprocessor(train, features) if preprocessing == "pooled" else Preprocessor.from_statistics(
+            features, [hospital_statistics(rows, features) for _, rows in train.groupby(sites[~is_test])]))
         return cls._split(pre.transform(data), y, sites, is_test, preprocessor=pre, data=data, target=target,
                           site=site, seed=seed, name=name)
 
@@ -437,7 +511,9 @@ class Federation:
         if self.image_shape is not None:
             height, width = self.image_shape
             return f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} images of {height}x{width} pixels)"
-        return f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} rows, {self.n_features} model inputs)"
+        federated = ", preprocessing fit federated" if self.preprocessor.fitting == "federated" else ""
+        return (f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} rows, {self.n_features} model inputs"
+                f"{federated})")  # in the config hash: a federated fit is another configuration
 
 
 def synthetic_federation(
@@ -447,16 +523,22 @@ def synthetic_federation(
     seed: int = 0,
     test_size: float = 0.2,
     image_size: int | None = None,
+    preprocessing: str = "pooled",
     **knobs: float,
 ) -> Federation:
     """A federation of synthetic hospitals from a ``data_synthetic`` scenario.
 
-    Scenario cards (tables) take the knobs of ``data_synthetic.KNOBS`` (0 = IID).
-    Image scenarios (``data_synthetic.IMAGE_SCENARIOS``: ``lesion_scans``) take
-    ``image_size`` (32 by default, or 64) and the knobs of ``data_synthetic.SCAN_KNOBS``.
+    Scenario cards (tables) take the knobs of ``data_synthetic.KNOBS`` (0 = IID)
+    and ``preprocessing`` (``Federation.from_dataframe``'s). Image scenarios
+    (``data_synthetic.IMAGE_SCENARIOS``: ``lesion_scans``) take ``image_size``
+    (32 by default, or 64) and the knobs of ``data_synthetic.SCAN_KNOBS``.
     """
     check("n_hospitals", n_hospitals, Integer(min=2))
+    check("preprocessing", preprocessing, PREPROCESSING)
     if scenario in data_synthetic.IMAGE_SCENARIOS:
+        if preprocessing != "pooled":
+            raise ValueError(f"preprocessing: {scenario!r} keeps pixels as they are, nothing is fitted; "
+                             f"{preprocessing!r} is for table scenarios")
         unknown = sorted(set(knobs) - set(data_synthetic.SCAN_KNOBS))
         if unknown:
             raise ValueError(f"knobs: unknown {unknown} for {scenario!r}; allowed: {list(data_synthetic.SCAN_KNOBS)}")
@@ -474,11 +556,10 @@ def synthetic_federation(
     if isinstance(scenario, str) and scenario not in allowed:
         raise ValueError(f"scenario must be one of {allowed}, got {scenario!r}")
     cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
-    fed = Federation.from_dataframe(
-        cohort.patients, target=cohort.card.target, site="hospital", test_size=test_size, seed=seed, name=scenario
-    )
-    return dataclasses.replace(fed, sites=cohort.hospitals,
-                               provenance=_synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs))
+    fed = Federation.from_dataframe(cohort.patients, target=cohort.card.target, site="hospital",
+                                    test_size=test_size, seed=seed, name=scenario, preprocessing=preprocessing)
+    provenance = _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs)
+    return dataclasses.replace(fed, sites=cohort.hospitals, provenance={**provenance, "preprocessing": preprocessing})
 
 
 def _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs) -> dict:

@@ -26,7 +26,7 @@ PLAIN_FIELDS = ("model", "strategy", "strategy_options", "rounds", "local_epochs
                 "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name", "privacy_budget")
 COMPONENT_FIELDS = {"privacy": "privacy", "adversaries": "adversary", "defenses": "defense",
                     "availability": "availability", "observers": "attack"}
-TABLE_KEYS = ("path", "target", "site", "test_size", "seed", "features", "positive", "name")
+TABLE_KEYS = ("path", "target", "site", "test_size", "seed", "features", "positive", "name", "preprocessing")
 
 
 def to_spec(experiment, federation: dict | None = None) -> dict:
@@ -63,7 +63,10 @@ def to_spec(experiment, federation: dict | None = None) -> dict:
 
 
 def federation_spec(fed: Federation, table: dict | None = None) -> dict:
-    """How to rebuild ``fed``: its synthetic provenance, or the ``table`` it was loaded from (checked)."""
+    """How to rebuild ``fed``: its synthetic provenance, or the ``table`` it was loaded from (checked).
+
+    A table's ``preprocessing`` defaults to how ``fed``'s preprocessor was fitted, and must agree with it.
+    """
     if table is not None:
         table = dict(table)
         unknown = sorted(set(table) - set(TABLE_KEYS))
@@ -71,13 +74,18 @@ def federation_spec(fed: Federation, table: dict | None = None) -> dict:
             raise ValueError(f"federation: expected {{path: ..., target: ..., site: ...}}"
                              f"{f', unknown keys {unknown}' if unknown else ''}; allowed: {list(TABLE_KEYS)}")
         table["path"] = str(Path(table["path"]).resolve())
+        fitted = fed.preprocessor.fitting if fed.preprocessor is not None else "pooled"
+        if table.setdefault("preprocessing", fitted) != fitted:
+            raise ValueError(f"federation.preprocessing: {table['preprocessing']!r}, but the experiment's "
+                             f"federation was preprocessed {fitted!r}")
         return {"table": table}
     provenance = fed.provenance
     if provenance is None or provenance.get("source") != "synthetic":
         raise ValueError("federation: built from an in-memory table, it cannot travel to other processes (the "
                          "deployment and simulation engines, an exported Flower app); save the table (parquet or "
                          "CSV) and export with federation={'path': ..., 'target': ..., 'site': ...}")
-    settings = {k: provenance[k] for k in ("scenario", "n_hospitals", "n_patients", "seed", "test_size")}
+    settings = {k: provenance[k] for k in ("scenario", "n_hospitals", "n_patients", "seed", "test_size",
+                                           "preprocessing") if k in provenance}  # images: no preprocessing
     return {"synthetic": {**settings, **provenance["knobs"]}}
 
 

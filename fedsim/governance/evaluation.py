@@ -2,7 +2,7 @@
 
 - ``provenance(fed)``: where the data came from, as plain data the report puts
   in words (a synthetic scenario with its knobs, or the user's table and its
-  columns);
+  columns) and, for tables, how the preprocessor was fitted;
 - ``evaluation(weights, ...)``: per hospital and on the pooled test set, the
   final model's test size, events (positive outcomes), AUROC with its DeLong
   95% interval (DeLong, DeLong & Clarke-Pearson 1988, the default of R's
@@ -46,6 +46,8 @@ def provenance(fed) -> dict:
     else:
         found.update(source="table" if fed.preprocessor is not None else "images",
                      columns=list(fed.preprocessor.features) if fed.preprocessor is not None else [])
+    if fed.preprocessor is not None:
+        found["preprocessing"] = fed.preprocessor.fitting  # "pooled" or "federated" (Preprocessor)
     return found
 
 

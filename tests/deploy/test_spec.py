@@ -51,3 +51,21 @@ def test_what_cannot_travel_is_refused_by_name(fed, change, field):
     experiment = fs.Experiment(federation=fed, model="logreg", rounds=1)
     with pytest.raises(ValueError, match=f"^{field}: "):
         to_spec(experiment.replace(**change))
+
+
+def test_federated_preprocessing_travels_in_the_spec(tmp_path):
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=1, preprocessing="federated")
+    spec = to_spec(fs.Experiment(federation=fed, model="logreg", rounds=1))
+    assert spec["federation"]["synthetic"]["preprocessing"] == "federated"
+    again = experiment_fields(json.dumps(spec))["federation"]
+    assert again.preprocessor.fitting == "federated"
+    np.testing.assert_array_equal(again.x_train, fed.x_train)
+    table = tmp_path / "hospitals.csv"
+    fed.data.drop(columns="split").to_csv(table, index=False)
+    loaded = fs.Federation.from_dataframe(pd.read_csv(table), target=fed.target, site=fed.site,
+                                          preprocessing="federated")
+    experiment = fs.Experiment(federation=loaded, model="logreg", rounds=1)
+    where = {"path": str(table), "target": fed.target, "site": fed.site}
+    assert to_spec(experiment, federation=where)["federation"]["table"]["preprocessing"] == "federated"
+    with pytest.raises(ValueError, match="^federation.preprocessing: 'pooled', but the experiment's federation"):
+        to_spec(experiment, federation={**where, "preprocessing": "pooled"})

@@ -21,7 +21,7 @@ COMPONENT = {"name": str, "title": str, "family": str, "role": str, "threats": [
              "label": str, "spends_epsilon": bool, "unit": str, "trust_model": str}
 DATA = {"source": str, "name": str, "scenario": str, "title": str, "n_hospitals": int, "n_patients": int,
         "n_train": int, "n_test": int, "target": str, "site": str, "seed": int, "test_size": float,
-        "knobs": {str: float}, "columns": [str], "events_train": int, "images": bool}
+        "knobs": {str: float}, "columns": [str], "events_train": int, "images": bool, "preprocessing": str}
 SCOPE = {"n_test": int, "events": int, "base_rate": float, "event_rate_low": float, "event_rate_high": float,
          "auroc": float, "auroc_low": float, "auroc_high": float, "auprc": float, "mean_risk": float, "brier": float,
          "calibration_slope": float, "calibration_intercept": float}

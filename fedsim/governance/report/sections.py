@@ -16,6 +16,15 @@ from fedsim.governance.report.run_log import Run
 
 SIGN_OFF = "Sign-off: ______________________ (name, role, date)"
 MIN_EVENTS = 10  # fewer outcome events than this in a test split: its AUROC interval is wide, say so
+PREPROCESSING = {  # how the preprocessor (standardisation, imputation, categories) was fitted, and what that shows
+    "pooled": "**Preprocessing**: fitted on the pooled training records of all hospitals, which a real deployment "
+              "cannot do (its server never sees records); `preprocessing=\"federated\"` fits it from per-hospital "
+              "statistics",
+    "federated": "**Preprocessing**: fitted from each hospital's summary statistics of its training records, which "
+                 "the server sees: per column, the hospital's counts of values and of missing values, their means "
+                 "and variances (sums and sums of squares), and the set of categories it has (a rare category can "
+                 "single out one of its patients)",
+}
 
 
 def banners(doc: Doc, run: Run, baseline: Run | None) -> None:
@@ -94,7 +103,7 @@ def data(doc: Doc, run: Run) -> None:
                  f"**Size**: {sizes}",
                  f"**Outcome column** {code(d.get('target', '?'))}, **site column** {code(d.get('site', '?'))}",
                  f"**Feature columns** ({len(columns)}): {shown or NA}"]
-    doc.items(lines)
+    doc.items(lines + ([PREPROCESSING[d["preprocessing"]]] if d.get("preprocessing") in PREPROCESSING else []))
 
 
 def audit_log(doc: Doc, run: Run) -> None:
