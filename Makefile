@@ -19,8 +19,8 @@ $(VENV)/.installed: pyproject.toml
 demo: setup
 	$(VENV)/bin/fedsim demo --out results/demo
 
-test: setup
-	$(PY) -m pytest
+test: setup  # two workers; tests that start Flower's runtimes share one (tests/conftest.py)
+	$(PY) -m pytest -n 2 --dist loadgroup
 
 lint: setup
 	$(VENV)/bin/ruff check .

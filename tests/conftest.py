@@ -49,3 +49,12 @@ def mixed_table():
     outcome = np.where(risk + rng.normal(0, 1, n) > 2.2, "died", "survived")
     return pd.DataFrame({"age": age, "ward": ward, "lactate": lactate,
                          "site": rng.choice(["north", "south", "east"], n), "outcome": outcome})
+
+
+def pytest_collection_modifyitems(items):
+    """Under ``pytest -n 2`` (pytest-xdist), tests that start Flower's own runtimes (Ray, SuperLink and
+    SuperNodes) run one after another on one worker: two Ray clusters or two federations at once would
+    compete for the same cores and ports."""
+    for item in items:
+        if "ray" in item.name.split("[")[0].split("_") or item.path.name == "test_deployment.py":
+            item.add_marker(pytest.mark.xdist_group("flower_runtimes"))

@@ -36,6 +36,12 @@ from the privacy charges the run's techniques made):
   black-box: the final model's. The claim audited is the epsilon of one
   released update.
 
+A lower bound is only as strong as the attack behind it: hospital and update
+canaries are random directions in weight space, which overlap when there are
+more canaries than a small model has parameters (logreg on ~30 inputs), so
+there a bound near 0 says little; on the MLP the same audit of non-private
+training exceeds 5.
+
 An audited run trains on its canaries: its model is not the one to release.
 Canary hospitals and updates need the plain train messages (not SecAgg+).
 """
