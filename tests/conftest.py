@@ -56,5 +56,6 @@ def pytest_collection_modifyitems(items):
     SuperNodes) run one after another on one worker: two Ray clusters or two federations at once would
     compete for the same cores and ports."""
     for item in items:
-        if "ray" in item.name.split("[")[0].split("_") or item.path.name == "test_deployment.py":
+        if ("ray" in item.name.split("[")[0].split("_") or item.path.name == "test_deployment.py"
+                or "deployment.ipynb" in item.name):
             item.add_marker(pytest.mark.xdist_group("flower_runtimes"))

@@ -3,6 +3,7 @@
 import re
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fedsim as fs
@@ -28,25 +29,37 @@ def global_auroc(result):
     return result.metrics.query("scope == 'global' and metric == 'auroc'").set_index("round")["value"]
 
 
-def test_deployment_matches_inprocess_and_stops_every_process(monkeypatch, tmp_path):
+DEFENDED = dict(privacy=fs.privacy.DPSGD(noise_multiplier=1.0), adversaries=fs.adversaries.SignFlip(hospitals=["H002"]),
+                defenses=fs.defenses.NormBound())
+
+
+@pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("simulation", {})],
+                         ids=["deployment-fedavg", "deployment-dpsgd-signflip-normbound", "simulation-fedavg"])
+def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tmp_path, engine, changes):
     monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
     RecordingFederation.started.clear()
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
-    experiment = fs.Experiment(federation=fed, model="logreg", rounds=2, seed=1)
+    experiment = fs.Experiment(federation=fed, model="logreg", rounds=2, seed=1, **changes)
     reference = experiment.run()
-    deployed = experiment.replace(engine="deployment", out=tmp_path / "run").run()
+    deployed = experiment.replace(engine=engine, out=tmp_path / "run").run()
 
     np.testing.assert_allclose(global_auroc(deployed), global_auroc(reference), rtol=0, atol=1e-6)
+    for name in ("privacy", "adversaries", "defenses"):  # the ledger and the attacks' records come back equal
+        if name in reference.tables:
+            pd.testing.assert_frame_equal(deployed.tables[name].reset_index(drop=True),
+                                          reference.tables[name].reset_index(drop=True), check_dtype=False,
+                                          atol=1e-9)
     assert list(global_auroc(deployed).index) == [0, 1, 2]
     for a, b in zip(deployed.weights, reference.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
-    assert deployed.config == experiment.replace(engine="deployment").config()
+    assert deployed.config == experiment.replace(engine=engine).config()
     assert deployed.audit_path == tmp_path / "run" / "audit.jsonl"
     assert list(deployed.audit.kind)[0] == "start" and list(deployed.audit.kind)[-1] == "end"
     assert list(deployed.participation.columns) == list(reference.participation.columns)
 
     (federation,) = RecordingFederation.started
-    assert len(federation.processes) == 1 + 2 * 3 + 1  # SuperLink, 3 SuperNodes and their workers, `flwr run`
+    # SuperLink, 3 SuperNodes and their workers, `flwr run`; or the simulation's SuperLink and `flwr run`
+    assert len(federation.processes) == (1 + 2 * 3 + 1 if engine == "deployment" else 2)
     assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
     assert not launcher.tagged(federation.tag)
 
