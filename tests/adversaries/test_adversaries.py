@@ -5,17 +5,9 @@ import pytest
 
 import fedsim as fs
 from fedsim.engine.messages import claimed_examples, flat, weights_of
+from tests.recording import Recorder
 
 A = fs.adversaries
-
-
-class Recorder(fs.RoundObserver):
-    def __init__(self):
-        self.exchanges = []
-
-    def on_exchange(self, exchange):
-        if exchange.message_type == "train":
-            self.exchanges.append(exchange)
 
 
 def _experiment(fed, **kw):
@@ -83,7 +75,7 @@ def test_what_each_malicious_hospital_sends(small_fed):
     """Free rider, sign flip, inflated claim, noise: each reply checked against the round's global weights."""
     adversaries = [A.FreeRider(hospitals=["H000"]), A.SignFlip(hospitals=["H001"], scale=2.0),
                    A.InflatedClaim(hospitals=["H002"], factor=10), A.GaussianNoise(hospitals=["H003"], std=0.5)]
-    recorder = Recorder()
+    recorder = Recorder("train")
     _experiment(small_fed, rounds=2, adversaries=adversaries, observers=[recorder],
                 defenses=fs.defenses.UpdateValidator.off()).run()
     for exchange in recorder.exchanges:
@@ -97,7 +89,7 @@ def test_what_each_malicious_hospital_sends(small_fed):
 
 
 def test_sign_flip_reverses_the_honest_update(small_fed):
-    honest, flipped = Recorder(), Recorder()
+    honest, flipped = Recorder("train"), Recorder("train")
     _experiment(small_fed, rounds=1, observers=[honest]).run()
     _experiment(small_fed, rounds=1, observers=[flipped], adversaries=A.SignFlip(hospitals=["H001"], scale=3.0)).run()
     g = flat(weights_of(honest.exchanges[0].sent["H001"].content))
@@ -109,7 +101,7 @@ def test_sign_flip_reverses_the_honest_update(small_fed):
 @pytest.mark.parametrize("omniscient", [False, True])
 def test_colluders_craft_their_updates_from_honest_ones(small_fed, omniscient):
     """IPM sends -epsilon * the mean honest update; omniscient colluders use the honest hospitals' own."""
-    recorder = Recorder()
+    recorder = Recorder("train")
     _experiment(small_fed, rounds=2, observers=[recorder],
                 adversaries=A.IPM(hospitals=["H000", "H001"], epsilon=0.5, omniscient=omniscient)).run()
     exchange = recorder.exchanges[-1]
@@ -122,7 +114,7 @@ def test_colluders_craft_their_updates_from_honest_ones(small_fed, omniscient):
 
 
 def test_alie_stays_close_to_the_honest_updates(small_fed):
-    recorder = Recorder()
+    recorder = Recorder("train")
     _experiment(small_fed, rounds=1, observers=[recorder],
                 adversaries=A.ALIE(hospitals=["H000", "H001"], omniscient=True, z=1.0)).run()
     exchange = recorder.exchanges[0]

@@ -4,14 +4,7 @@ import numpy as np
 from flwr.serverapp.strategy import FedMedian
 
 import fedsim as fs
-
-
-class Recorder(fs.RoundObserver):
-    def __init__(self):
-        self.exchanges = []
-
-    def on_exchange(self, exchange):
-        self.exchanges.append(exchange)
+from tests.recording import Recorder
 
 
 def test_observers_see_every_reply_before_aggregation(small_fed):

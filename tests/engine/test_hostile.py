@@ -18,6 +18,7 @@ from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFI
 import fedsim as fs
 from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.privacy import DPSGD, CentralDP, LocalDP, SecAgg
+from tests.recording import Recorder
 
 ROUNDS = 2
 PATHS = {
@@ -32,15 +33,6 @@ PATHS = {
 @pytest.fixture(scope="module")
 def fed():
     return fs.synthetic_federation("icu_mortality", n_hospitals=4, n_patients=1600, seed=3)
-
-
-class Recorder(fs.RoundObserver):
-    def __init__(self):
-        self.exchanges = []
-
-    def on_exchange(self, exchange):
-        if exchange.message_type == "train":
-            self.exchanges.append(exchange)
 
 
 def _metrics(reply):
@@ -185,7 +177,7 @@ def released_epsilon(res, recorder, fed, path, hospital):
 @pytest.mark.parametrize("path", list(PATHS))
 def test_a_hostile_reply_is_rejected_and_changes_nothing_else(fed, without_h000, path, probe):
     rewrite, reason = REJECTED[probe]
-    recorder = Recorder()
+    recorder = Recorder("train")
     res = run(fed, hostile(rewrite), path, recorder)
     events = res.participation.set_index("round")
     assert len(events) == ROUNDS and (events.hospital == "H000").all() and (events.event == "rejected").all()
@@ -258,7 +250,7 @@ def test_secagg_refuses_an_input_its_encoding_cannot_represent(fed, secagg_witho
 
 def test_masked_vectors_the_workflow_cannot_sum_are_rejected_as_a_dropout(fed):
     """Checked on a real round's masked vectors, then on the same vectors corrupted."""
-    recorder = Recorder()
+    recorder = Recorder("train")
     run(fed, lambda m, c, call_next: call_next(m, c), "secagg", recorder, privacy=SecAgg())
     masked = next(e for e in recorder.exchanges if e.secagg_stage == "collect_masked_vectors")
     check = fs.engine.replies.ReplyCheck(modulus=SecAgg().modulus_range)

@@ -13,6 +13,7 @@ import fedsim as fs
 from fedsim.engine.messages import flat, weights_of
 from fedsim.governance import Policy
 from fedsim.privacy import DPSGD, CentralDP, LocalDP
+from tests.recording import Recorder
 
 
 @pytest.fixture(scope="module")
@@ -23,15 +24,6 @@ def fed():
 @pytest.fixture(scope="module")
 def six():
     return fs.synthetic_federation("icu_mortality", n_hospitals=6, n_patients=1800, seed=1)
-
-
-class Recorder(fs.RoundObserver):
-    def __init__(self):
-        self.exchanges = []
-
-    def on_exchange(self, exchange):
-        if exchange.message_type == "train":
-            self.exchanges.append(exchange)
 
 
 def independent_epsilon(z, events, delta):
@@ -99,7 +91,7 @@ def test_one_failing_hospital_never_voids_a_central_dp_round(fed, noise_added):
 
 def test_the_sampling_rate_is_the_real_one_each_round(six):
     """fraction_train=0.5 of 6; three hospitals capped out: the others are then sampled at 2/3, not 1/2."""
-    recorder = Recorder()
+    recorder = Recorder("train")
     caps = {h: 1.2 for h in six.hospitals[:3]} | {"default": 100.0}
     res = fs.Experiment(federation=six, model="logreg", rounds=5, fraction_train=0.5, observers=[recorder],
                         privacy=CentralDP(noise_multiplier=1.0), privacy_budget=caps).run()
@@ -122,7 +114,7 @@ def test_the_sampling_rate_is_the_real_one_each_round(six):
 def test_central_dp_weighs_every_aggregated_hospital_the_same(noise_added):
     """A claim cannot buy influence: without noise or clipping, the aggregate is the plain mean of the updates."""
     skewed = fs.synthetic_federation("icu_mortality", n_hospitals=4, n_patients=1600, seed=0, quantity_skew=1.0)
-    recorder = Recorder()
+    recorder = Recorder("train")
     res = fs.Experiment(federation=skewed, model="logreg", rounds=1, observers=[recorder],
                         privacy=CentralDP(noise_multiplier=0.0, clipping_norm=1e9)).run()
     exchange = recorder.exchanges[0]

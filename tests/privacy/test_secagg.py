@@ -7,16 +7,9 @@ from flwr.common.secure_aggregation.quantization import quantize
 import fedsim as fs
 from fedsim.components import Component
 from fedsim.privacy.secagg import STAGES, SecAgg, masked_updates
+from tests.recording import Recorder
 
 ROUNDS = 2
-
-
-class Recorder(fs.RoundObserver):
-    def __init__(self):
-        self.exchanges = []
-
-    def on_exchange(self, exchange):
-        self.exchanges.append(exchange)
 
 
 @pytest.fixture(scope="module")
