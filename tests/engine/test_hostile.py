@@ -261,10 +261,3 @@ def test_masked_vectors_the_workflow_cannot_sum_are_rejected_as_a_dropout(fed):
                             ([vectors[0], b"garbage", *vectors[2:]], "cannot be read")]:
         config[Key.MASKED_PARAMETERS] = corrupt
         assert reason in check.screen(masked)["H000"]
-
-
-def test_the_ray_runtime_rejects_the_same_hostile_reply(fed):
-    res = run(fed, hostile(_with_weights(_nan)), "plain", engine="ray")
-    events = res.participation
-    assert (events.event == "rejected").all() and len(events) == ROUNDS and events.reason.str.contains("NaN").all()
-    assert res.final("auroc") > 0.6

@@ -306,7 +306,7 @@ def damaged(draw) -> list[tuple[str, dict]]:
     return entries
 
 
-@settings(max_examples=20, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=10, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
 @given(entries=damaged())
 def test_a_damaged_fedsim_log_renders_what_it_holds(tmp_path_factory, entries):
     folder = tmp_path_factory.mktemp("damaged")
