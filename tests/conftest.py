@@ -51,6 +51,7 @@ def mixed_table():
                          "site": rng.choice(["north", "south", "east"], n), "outcome": outcome})
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
     """Under ``pytest -n 2`` (pytest-xdist), tests that start Flower's own runtimes (Ray, SuperLink and
     SuperNodes) run one after another on one worker: two Ray clusters or two federations at once would

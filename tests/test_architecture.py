@@ -3,6 +3,8 @@
 import ast
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 # Lowest first; a module may import its own layer (without a cycle) and the layers below it.
@@ -111,3 +113,11 @@ def test_there_is_no_import_cycle():
 def test_data_synthetic_knows_nothing_of_fedsim():
     assert not {t for m, targets in graph().items() if m.startswith("data_synthetic") for t in targets
                 if t.startswith("fedsim")}
+
+
+def test_tests_that_start_flowers_runtimes_share_one_worker(request):
+    """Under ``pytest -n 2 --dist loadgroup`` (``make test``) each of them carries the group xdist schedules by."""
+    if not request.config.getoption("loadgroup", False):
+        pytest.skip("not run with --dist loadgroup")
+    grouped = [item.nodeid for item in request.session.items if item.get_closest_marker("xdist_group")]
+    assert all(nodeid.endswith("@flower_runtimes") for nodeid in grouped), grouped
