@@ -63,7 +63,7 @@ def load_card(name: str) -> ScenarioCard:
     """Read scenarios/<name>.yaml into a ScenarioCard."""
     allowed = list_scenarios()
     if name not in allowed:
-        raise ValueError(f"scenario must be one of {allowed}, got {name!r}")
+        raise ValueError(f"scenario: must be one of {allowed}, got {name!r}")
     raw = yaml.safe_load((_SCENARIOS / f"{name}.yaml").read_text(encoding="utf-8"))
     return ScenarioCard(
         **{

@@ -97,11 +97,11 @@ def _blank(v, hospitals, idx, rng):
 
 def _integer(field, value, minimum, maximum=None):
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise ValueError(f"{field} must be an integer, got {value!r}")
+        raise ValueError(f"{field}: must be an integer, got {value!r}")
     if value < minimum:
-        raise ValueError(f"{field} must be >= {minimum}, got {value}")
+        raise ValueError(f"{field}: must be >= {minimum}, got {value}")
     if maximum is not None and value > maximum:
-        raise ValueError(f"{field} must be <= {maximum}, got {value}")
+        raise ValueError(f"{field}: must be <= {maximum}, got {value}")
     return int(value)
 
 
@@ -111,7 +111,7 @@ def _patients(n_patients, n_hospitals, per_hospital, maximum):
         "n_patients", n_patients, minimum=MIN_PATIENTS * n_hospitals)
     if n > maximum:
         default = f" ({per_hospital} per hospital by default)" if n_patients is None else ""
-        raise ValueError(f"n_patients must be <= {maximum} (a memory cap), got {n}{default}")
+        raise ValueError(f"n_patients: must be <= {maximum} (a memory cap), got {n}{default}")
     return n
 
 
@@ -119,7 +119,7 @@ def _knob(name, value):
     if name not in KNOBS:
         raise ValueError(f"unknown knob {name!r}; allowed knobs: {list(KNOBS)}")
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
     return float(value)
 
 

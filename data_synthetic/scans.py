@@ -68,7 +68,7 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
     n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1, maximum=MAX_HOSPITALS)
     image_size = _integer("image_size", image_size, minimum=1)
     if image_size not in IMAGE_SIZES:
-        raise ValueError(f"image_size must be one of {list(IMAGE_SIZES)}, got {image_size}")
+        raise ValueError(f"image_size: must be one of {list(IMAGE_SIZES)}, got {image_size}")
     seed = _integer("seed", seed, minimum=0, maximum=MAX_SEED)
     n_patients = _patients(n_patients, n_hospitals, PATIENTS_PER_HOSPITAL, maximum=MAX_PIXELS // image_size**2)
     knobs = {"scanner_shift": _knob("scanner_shift", scanner_shift), "label_skew": _knob("label_skew", label_skew)}
@@ -102,7 +102,7 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
 
 def _knob(name, value):
     if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        raise ValueError(f"{name}: must be a finite number >= 0, got {value!r}")
     return float(value)
 
 

@@ -554,7 +554,7 @@ def synthetic_federation(
                          f"not {scenario!r}")
     allowed = data_synthetic.list_scenarios() + list(data_synthetic.IMAGE_SCENARIOS)
     if isinstance(scenario, str) and scenario not in allowed:
-        raise ValueError(f"scenario must be one of {allowed}, got {scenario!r}")
+        raise ValueError(f"scenario: must be one of {allowed}, got {scenario!r}")
     cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
     fed = Federation.from_dataframe(cohort.patients, target=cohort.card.target, site="hospital",
                                     test_size=test_size, seed=seed, name=scenario, preprocessing=preprocessing)

@@ -170,10 +170,10 @@ def test_unreadable_inputs_and_outputs_are_one_line_errors(tmp_path, capsys):
 def test_data_generate_refuses_bad_sizes_seeds_and_folders(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     for args, message in ((["--out", str(tmp_path / "file")], "--out: "),
-                          (["--hospitals", "100000000"], "n_hospitals must be <= 100000, got 100000000"),
-                          (["--patients", "100000000"], "n_patients must be <= 5000000 (a memory cap)"),
-                          (["--seed", str(2**32)], "seed must be <= 4294967295"),
-                          (["--seed", "-1"], "seed must be >= 0")):
+                          (["--hospitals", "100000000"], "n_hospitals: must be <= 100000, got 100000000"),
+                          (["--patients", "100000000"], "n_patients: must be <= 5000000 (a memory cap)"),
+                          (["--seed", str(2**32)], "seed: must be <= 4294967295"),
+                          (["--seed", "-1"], "seed: must be >= 0")):
         assert main(["data", "generate", "icu_mortality", "--hospitals", "2", *args]) == 2
         one_line_error(capsys, message)
 

@@ -258,10 +258,10 @@ def test_custom_card():
     ({"seed": "0"}, "seed"),
     ({"seed": -1}, "seed"),
     ({"n_hospitals": 10, "n_patients": 199}, "n_patients"),
-    ({"seed": 2**32}, "seed must be <= 4294967295"),
-    ({"n_hospitals": 100_001}, "n_hospitals must be <= 100000"),
-    ({"n_hospitals": 100_000}, r"n_patients must be <= 5000000 \(a memory cap\), got 80000000 \(800 per hospital"),
-    ({"n_hospitals": 2, "n_patients": 5_000_001}, "n_patients must be <= 5000000"),
+    ({"seed": 2**32}, "seed: must be <= 4294967295"),
+    ({"n_hospitals": 100_001}, "n_hospitals: must be <= 100000"),
+    ({"n_hospitals": 100_000}, r"n_patients: must be <= 5000000 \(a memory cap\), got 80000000 \(800 per hospital"),
+    ({"n_hospitals": 2, "n_patients": 5_000_001}, "n_patients: must be <= 5000000"),
 ])
 def test_errors_name_the_field(kwargs, field):
     kwargs = {"scenario": "icu_mortality", **kwargs}

@@ -137,19 +137,19 @@ def test_label_skew_spreads_the_prevalence_and_changes_only_labels():
 
 
 @pytest.mark.parametrize("kwargs, message", [
-    ({"image_size": 48}, r"image_size must be one of \[32, 64\]"),
-    ({"image_size": 32.0}, "image_size must be an integer"),
-    ({"n_hospitals": 0}, "n_hospitals must be >= 1"),
-    ({"n_hospitals": True}, "n_hospitals must be an integer"),
-    ({"n_hospitals": 5, "n_patients": 50}, "n_patients must be >= 100"),
-    ({"seed": -1}, "seed must be >= 0"),
-    ({"seed": 2**32}, "seed must be <= 4294967295"),
-    ({"n_hospitals": 100_001}, "n_hospitals must be <= 100000"),
-    ({"n_hospitals": 1000}, r"n_patients must be <= 32768 \(a memory cap\), got 200000 \(200 per hospital"),
-    ({"image_size": 64, "n_patients": 9000}, "n_patients must be <= 8192"),
-    ({"scanner_shift": -0.5}, "scanner_shift must be a finite number >= 0"),
-    ({"label_skew": float("nan")}, "label_skew must be a finite number >= 0"),
-    ({"scanner_shift": "1"}, "scanner_shift must be a finite number >= 0"),
+    ({"image_size": 48}, r"image_size: must be one of \[32, 64\]"),
+    ({"image_size": 32.0}, "image_size: must be an integer"),
+    ({"n_hospitals": 0}, "n_hospitals: must be >= 1"),
+    ({"n_hospitals": True}, "n_hospitals: must be an integer"),
+    ({"n_hospitals": 5, "n_patients": 50}, "n_patients: must be >= 100"),
+    ({"seed": -1}, "seed: must be >= 0"),
+    ({"seed": 2**32}, "seed: must be <= 4294967295"),
+    ({"n_hospitals": 100_001}, "n_hospitals: must be <= 100000"),
+    ({"n_hospitals": 1000}, r"n_patients: must be <= 32768 \(a memory cap\), got 200000 \(200 per hospital"),
+    ({"image_size": 64, "n_patients": 9000}, "n_patients: must be <= 8192"),
+    ({"scanner_shift": -0.5}, "scanner_shift: must be a finite number >= 0"),
+    ({"label_skew": float("nan")}, "label_skew: must be a finite number >= 0"),
+    ({"scanner_shift": "1"}, "scanner_shift: must be a finite number >= 0"),
 ])
 def test_bad_arguments_raise_naming_the_field(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -227,7 +227,7 @@ def test_synthetic_federation_errors_name_the_scan_knobs():
         fs.synthetic_federation("icu_mortality", n_hospitals=2, image_size=32)
     with pytest.raises(ValueError, match="lesion_scans"):
         fs.synthetic_federation("no_such_scenario")
-    with pytest.raises(ValueError, match="image_size must be one of"):
+    with pytest.raises(ValueError, match="image_size: must be one of"):
         fs.synthetic_federation("lesion_scans", n_hospitals=2, image_size=28)
 
 
