@@ -7,7 +7,8 @@ Workloads (same model everywhere: MLP features-64-64-1, batch 32, 1 local epoch,
 Compared on each:
   (a) the cohort engine (engine="inprocess", the default),
   (b) the per-hospital path (engine="sequential"),
-  (c) Flower's Ray simulation runtime (W1 only: 1,000 Ray nodes would take minutes to start),
+  (c) Flower's simulation runtime, on Ray (the exported app with `flwr run`; W1 only: 1,000 nodes would
+      take minutes to start),
   (d) an in-graph sequential loop: the same number of SGD steps on the pooled rows, one tf.function.
 Then: DP-SGD on the cohort engine against plain; the cohort engine's compiled program alone on the same
 work (no messages), plain and DP-SGD; the cost of one W2 round of Flower messages with no training at
@@ -17,7 +18,7 @@ Flower app on the Deployment Engine (loopback SuperLink, one SuperNode and one l
 per hospital) and on Flower's simulation runtime (`flwr run`) against the cohort engine: seconds per round
 ((3 rounds - 1 round) / 2) and start-up (the 1-round run less one round).
 
-    python benchmarks/engine.py [--skip-ray] [--skip-deployment]     # make bench
+    python benchmarks/engine.py [--skip-simulation] [--skip-deployment]     # make bench
 On a CUDA GPU: pip install -e ".[gpu]" then the same command (TF_FORCE_GPU_ALLOW_GROWTH is set by fedsim).
 """
 
@@ -133,7 +134,7 @@ def flower_runtimes(n_hospitals: int) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--skip-ray", action="store_true", help="skip Flower's Ray runtime (slow)")
+    parser.add_argument("--skip-simulation", action="store_true", help="skip W1 on Flower's simulation runtime (slow)")
     parser.add_argument("--skip-deployment", action="store_true",
                         help="skip W3 on Flower's Deployment Engine and simulation runtime (a minute or two)")
     args = parser.parse_args()
@@ -154,8 +155,8 @@ def main():
                "trainer_alone_s": best_of(alone), "trainer_alone_dpsgd_s": best_of(lambda: alone((1.0, 1.0)))}  # noqa: B023
         for label, run in runs.items():
             row[f"{label}_s"] = best_of(run.run, repeat=3 if name == "W1" else 2)
-        if name == "W1" and not args.skip_ray:
-            row["ray_s"] = best_of(experiment(fed, workload, engine="ray").run, repeat=1)
+        if name == "W1" and not args.skip_simulation:
+            row["simulation_s"] = best_of(experiment(fed, workload, engine="simulation").run, repeat=1)
         if name == "W2":
             floor = experiment(fed, workload, engine="sequential", client_mods=[echo])
             floor.run()
@@ -175,8 +176,9 @@ def main():
               f"{r['cohort_s'] / r['loop_s']:5.2f}x   {r['steps'] / r['cohort_s']:8.0f} hospital-steps/s")
         print(f"  (b) per-hospital path        {r['per_hospital_s']:7.3f} s   (b)/(a) = "
               f"{r['per_hospital_s'] / r['cohort_s']:5.1f}x")
-        if "ray_s" in r:
-            print(f"  (c) Flower Ray runtime       {r['ray_s']:7.3f} s   (c)/(a) = {r['ray_s'] / r['cohort_s']:5.1f}x")
+        if "simulation_s" in r:
+            print(f"  (c) Flower simulation (Ray)  {r['simulation_s']:7.3f} s   (c)/(a) = "
+                  f"{r['simulation_s'] / r['cohort_s']:5.1f}x")
         print(f"  (d) in-graph sequential loop {r['loop_s']:7.3f} s")
         print(f"  DP-SGD on the cohort engine  {r['cohort_dpsgd_s']:7.3f} s   DP-SGD / plain = "
               f"{r['cohort_dpsgd_s'] / r['cohort_s']:5.2f}x")

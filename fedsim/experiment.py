@@ -93,6 +93,7 @@ class Experiment:
                                   ("engine", (Options(*engine.ENGINES),)), ("name", (Text(), NoneValue())),
                                   ("strategy_options", (Mapping(), NoneValue()))):
             object.__setattr__(self, name, check(name, getattr(self, name), *constraints))
+        object.__setattr__(self, "engine", engine.ALIASES.get(self.engine, self.engine))
         for name, family in (("privacy", "privacy"), ("adversaries", "adversary"), ("defenses", "defense"),
                              ("availability", "availability")):
             object.__setattr__(self, name, as_components(name, getattr(self, name), family) or None)

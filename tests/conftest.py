@@ -53,10 +53,9 @@ def mixed_table():
 
 @pytest.hookimpl(tryfirst=True)  # before pytest-xdist's own hook reads the groups
 def pytest_collection_modifyitems(items):
-    """Under ``pytest -n 2`` (pytest-xdist), tests that start Flower's own runtimes (Ray, SuperLink and
-    SuperNodes) run one after another on one worker: two Ray clusters or two federations at once would
-    compete for the same cores and ports."""
+    """Under ``pytest -n 2`` (pytest-xdist), tests that start Flower's own runtimes (SuperLink, SuperNodes, the
+    simulation runtime) run one after another on one worker: two federations at once would compete for the
+    same cores."""
     for item in items:
-        if ("ray" in item.name.split("[")[0].split("_") or item.path.name == "test_deployment.py"
-                or "deployment.ipynb" in item.name):
+        if item.path.name == "test_deployment.py" or "deployment.ipynb" in item.name:
             item.add_marker(pytest.mark.xdist_group("flower_runtimes"))

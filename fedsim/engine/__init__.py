@@ -8,17 +8,16 @@
   hospital on this machine; ``simulation``: the same app on Flower's
   simulation runtime (``flwr run``). Both run the plan through ``run_on_grid``
   in the app's ServerApp (``fedsim.deploy``), with ``client_app`` on every node;
-- ``ray``: the ClientApp on Flower's deprecated ``run_simulation``, the
-  ServerApp in this process (so observers and mods that are Python objects work).
+- ``ray``: another name of ``simulation`` (Flower's simulation runtime runs on
+  Ray); fedsim never calls Flower's deprecated ``run_simulation``.
 """
 
 import logging
-import os
 import time
 
 from flwr.app import Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
-from flwr.serverapp import Grid, ServerApp
+from flwr.serverapp import Grid
 
 from fedsim._flower import flower_log_level
 from fedsim.engine.apps import Outcome, make_client_app, serve
@@ -32,6 +31,7 @@ from fedsim.engine.secagg import client_mods as secagg_mods
 from fedsim.engine.wrapper import StrategyWrapper
 
 ENGINES = ("inprocess", "sequential", "deployment", "simulation", "ray")
+ALIASES = {"ray": "simulation"}  # the name this engine had when it ran Flower's deprecated run_simulation
 FLOWER_RUNTIMES = ("deployment", "simulation")  # run as an exported Flower app (fedsim.deploy)
 
 
@@ -86,36 +86,6 @@ def run_on_grid(grid: Grid, plan: Plan) -> Outcome:
     return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__)
 
 
-def run_ray(plan: Plan) -> Outcome:
-    """The same ClientApp on Flower's deprecated ``run_simulation`` over Ray, its ServerApp in this process.
-
-    Kept for what cannot travel to other processes (observers and mods that
-    are Python objects); ``simulation`` is the supported runtime.
-    """
-    from flwr.simulation import run_simulation
-
-    outcome: list[Outcome] = []
-    server = ServerApp()
-
-    @server.main()
-    def main(grid: Grid, context) -> None:
-        outcome.append(run_on_grid(grid, plan))
-
-    with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs
-        run_simulation(
-            server_app=server,
-            client_app=client_app(plan),
-            num_supernodes=plan.federation.n_hospitals,
-            backend_config={
-                "client_resources": {"num_cpus": 1, "num_gpus": 0.0},
-                "init_args": {"num_cpus": os.cpu_count(), "include_dashboard": False},
-            },
-        )
-    if not outcome:
-        raise RuntimeError("Flower's simulation runtime ended without a result; its log above says why")
-    return outcome[0]
-
-
 def check(plan: Plan, engine: str) -> None:
     """Refuse, before anything runs, a sealed plan the engine cannot run as specified (it would hang or idle)."""
     if engine not in ENGINES:
@@ -144,10 +114,9 @@ def run(plan: Plan, engine: str) -> Outcome:
     if engine in FLOWER_RUNTIMES:
         raise ValueError(f"engine: {engine!r} runs an exported Flower app: use Experiment.run, or run_on_grid "
                          f"in a ServerApp")
-    return {"inprocess": run_inprocess, "sequential": lambda p: run_inprocess(p, cohort=False),
-            "ray": run_ray}[engine](plan)
+    return {"inprocess": run_inprocess, "sequential": lambda p: run_inprocess(p, cohort=False)}[engine](plan)
 
 
-__all__ = ["ENGINES", "FLOWER_RUNTIMES", "STAGES", "Eligibility", "Exchange", "InProcessGrid", "ObservingGrid",
-           "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings",
-           "StrategyWrapper", "client_app", "run", "run_on_grid"]
+__all__ = ["ALIASES", "ENGINES", "FLOWER_RUNTIMES", "STAGES", "Eligibility", "Exchange", "InProcessGrid",
+           "ObservingGrid", "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState",
+           "SecAggSettings", "StrategyWrapper", "client_app", "run", "run_on_grid"]

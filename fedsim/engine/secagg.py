@@ -9,9 +9,9 @@ vectors, unmask); observers see all four, and the only model update they see
 is masked. The server learns only the weighted sum of the quantized updates.
 
 Evaluation, eligibility, screens, observers and the participation log are the
-same as ``serve``'s (``fedsim.engine.apps``). Both engines use this loop; on
-Ray the hospitals' stochastic rounding runs in worker processes that the
-run's seed does not reach, so repeated runs agree up to quantization error.
+same as ``serve``'s (``fedsim.engine.apps``). Every engine uses this loop; on
+Flower's runtimes the hospitals' stochastic rounding runs in processes that
+the run's seed does not reach, so runs agree up to quantization error.
 """
 
 import logging

@@ -39,8 +39,9 @@ class SecAgg(SecAggSettings, Component):
     must stay to unmask; ``clipping_range``, ``quantization_range`` and
     ``modulus_range`` set the integer encoding; ``max_weight`` caps a
     hospital's example count (None: the largest hospital's); ``timeout`` is
-    for Flower's own runtimes. Runs on both engines (on Ray, the hospitals'
-    stochastic rounding is not seeded: runs agree up to quantization error).
+    for Flower's own runtimes. Runs on every engine (on Flower's runtimes the
+    hospitals' stochastic rounding is not seeded: runs agree up to
+    quantization error).
     """
 
     family = "privacy"

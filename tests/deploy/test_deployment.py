@@ -11,6 +11,7 @@ from fedsim.deploy import engine as deploy_engine
 from fedsim.deploy import launcher
 from fedsim.deploy.app import export
 from fedsim.deploy.launcher import FederationError, LoopbackFederation
+from tests.privacy.test_secagg import ROUNDS, quantization_tolerance
 
 pytestmark = pytest.mark.deployment
 
@@ -33,8 +34,11 @@ DEFENDED = dict(privacy=fs.privacy.DPSGD(noise_multiplier=1.0), adversaries=fs.a
                 defenses=fs.defenses.NormBound())
 
 
-@pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("simulation", {})],
-                         ids=["deployment-fedavg", "deployment-dpsgd-signflip-normbound", "simulation-fedavg"])
+ATTACKED = dict(observers=[fs.attacks.GradientInversion(hospital="H001", round=1, method="idlg", steps=100)])
+
+
+@pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("ray", ATTACKED)],
+                         ids=["deployment-fedavg", "deployment-dpsgd-signflip-normbound", "ray-alias-of-simulation"])
 def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tmp_path, engine, changes):
     monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
     RecordingFederation.started.clear()
@@ -44,7 +48,7 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tm
     deployed = experiment.replace(engine=engine, out=tmp_path / "run").run()
 
     np.testing.assert_allclose(global_auroc(deployed), global_auroc(reference), rtol=0, atol=1e-6)
-    for name in ("privacy", "adversaries", "defenses"):  # the ledger and the attacks' records come back equal
+    for name in ("privacy", "adversaries", "defenses", "attacks"):  # the ledger and the attacks' records, equal
         if name in reference.tables:
             pd.testing.assert_frame_equal(deployed.tables[name].reset_index(drop=True),
                                           reference.tables[name].reset_index(drop=True), check_dtype=False,
@@ -53,6 +57,7 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tm
     for a, b in zip(deployed.weights, reference.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=1e-6)
     assert deployed.config == experiment.replace(engine=engine).config()
+    assert deployed.config["engine"] == ("simulation" if engine == "ray" else engine)  # "ray": another name
     assert deployed.audit_path == tmp_path / "run" / "audit.jsonl"
     assert list(deployed.audit.kind)[0] == "start" and list(deployed.audit.kind)[-1] == "end"
     assert list(deployed.participation.columns) == list(reference.participation.columns)
@@ -60,8 +65,23 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tm
     (federation,) = RecordingFederation.started
     # SuperLink, 3 SuperNodes and their workers, `flwr run`; or the simulation's SuperLink and `flwr run`
     assert len(federation.processes) == (1 + 2 * 3 + 1 if engine == "deployment" else 2)
+    assert not federation.simulation if engine == "deployment" else federation.simulation
     assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
     assert not launcher.tagged(federation.tag)
+
+
+def test_secagg_completes_on_the_deployment_engine(tmp_path):
+    """SecAgg+ across processes: Flower's workflow and mod, each hospital masking in its own process."""
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
+    experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, seed=1, privacy=fs.privacy.SecAgg())
+    reference = experiment.run()
+    deployed = experiment.replace(engine="deployment", out=tmp_path / "run").run()
+    assert list(global_auroc(deployed).index) == [0, 1]
+    assert deployed.participation.empty  # every hospital took part in every stage
+    # Stochastic rounding happens in each SuperNode's own process (not seeded by the run): equal up to quantization
+    # (the bound for ROUNDS rounds holds for one).
+    for a, b in zip(deployed.weights, reference.weights, strict=True):
+        np.testing.assert_allclose(a, b, rtol=0, atol=quantization_tolerance(fed))
 
 
 def test_a_failing_run_raises_with_its_log_and_stops_every_process(monkeypatch, tmp_path):

@@ -1,11 +1,8 @@
-"""The in-process Grid against Flower's message contract, observers, and the Ray engine."""
+"""The in-process Grid against Flower's message contract and observers (Flower's runtimes: tests/deploy)."""
 
-import numpy as np
-import pytest
 from flwr.serverapp.strategy import FedMedian
 
 import fedsim as fs
-from fedsim.engine.messages import replace_weights, weights_of
 from tests.recording import Recorder
 
 
@@ -74,39 +71,3 @@ def test_federated_evaluation_runs_on_hospital_test_splits(small_fed):
     for hospital, content in evaluation.updates().items():
         assert content["metrics"]["num-examples"] == len(small_fed.test_rows(small_fed.hospitals.index(hospital))[1])
         assert 0 <= content["metrics"]["accuracy"] <= 1
-
-
-def h000_sends_nan(message, context, call_next):
-    """Hospital H000 poisons its train reply with a NaN weight."""
-    reply = call_next(message, context)
-    if message.metadata.message_type == "train" and context.node_config["partition-id"] == 0:
-        weights = weights_of(reply.content)
-        weights[0].flat[0] = np.nan
-        replace_weights(reply.content, weights)
-    return reply
-
-
-def test_flowers_ray_runtime_gives_the_same_numbers_rejections_and_attack(small_fed):
-    """One start of Ray (30 s here) checks three things against the in-process run: the same metrics, the
-    same hostile reply rejected with its reason, and the curious server inverting the same update."""
-    def run(engine, *observers):
-        inversion = fs.attacks.GradientInversion(hospital="H001", round=1, method="idlg", steps=100)
-        return fs.Experiment(federation=small_fed, model="mlp", rounds=2, batch_size=1, local_steps=1,
-                             client_mods=[h000_sends_nan], engine=engine, observers=[inversion, *observers]).run()
-
-    inprocess = run("inprocess")
-    recorder = Recorder()
-    ray = run("ray", recorder)
-    assert [e.failures() for e in recorder.exchanges] == [{}, {}]
-    assert [set(e.replies) for e in recorder.exchanges] == [set(small_fed.hospitals)] * 2
-    merged = inprocess.metrics.merge(ray.metrics, on=["round", "scope", "metric"])
-    assert len(merged) == len(inprocess.metrics)
-    assert np.allclose(merged.value_x, merged.value_y, atol=1e-5, equal_nan=True)
-    for res in (inprocess, ray):
-        events = res.participation
-        assert (events.event == "rejected").all() and list(events.hospital) == ["H000"] * 2
-        assert events.reason.str.contains("NaN").all()
-    scores = ray.attacks.set_index("metric")["value"]
-    assert scores["label_accuracy"] == 1.0
-    assert scores["max_rel_error"] == pytest.approx(inprocess.attacks.set_index("metric")["value"]["max_rel_error"],
-                                                    abs=1e-4)

@@ -78,19 +78,6 @@ def test_observers_see_only_masked_replies_and_the_sum_matches_fedavg(fed):
     assert secure.participation.empty
 
 
-def test_ray_engine_runs_the_same_protocol(fed):
-    """Flower's own simulation runtime: the same workflow and mod, messages serialised between processes."""
-    recorder = Recorder()
-    inprocess = run(fed, SecAgg())
-    ray = run(fed, SecAgg(), engine="ray", observers=[recorder])
-    assert [(e.server_round, e.secagg_stage) for e in recorder.exchanges] == [
-        (r, s) for r in range(1, ROUNDS + 1) for s in STAGES]
-    assert all(e.failures() == {} and set(e.replies) == set(fed.hospitals) for e in recorder.exchanges)
-    # Stochastic rounding happens in Ray's worker processes (not seeded by the run): equal up to quantization.
-    for a, b in zip(inprocess.model.get_weights(), ray.model.get_weights()):
-        np.testing.assert_allclose(b, a, rtol=0, atol=quantization_tolerance(fed))
-
-
 def test_same_seed_same_numbers(fed):
     a, b = run(fed, SecAgg()), run(fed, SecAgg())
     for x, y in zip(a.model.get_weights(), b.model.get_weights()):
@@ -200,7 +187,7 @@ def test_bad_arguments_raise_naming_the_field(kwargs, field):
     ({"privacy": [SecAgg(), SecAgg()]}, "privacy"),
     ({"privacy": SecAgg(num_shares=7)}, "num_shares"),
     ({"privacy": SecAgg(quantization_range=2**30)}, "quantization_range"),
-    ({"privacy": SecAgg(num_shares=7), "engine": "ray"}, "num_shares"),  # checked before Ray starts
+    ({"privacy": SecAgg(num_shares=7), "engine": "deployment"}, "num_shares"),  # checked before processes start
 ])
 def test_settings_secagg_cannot_run_raise_naming_the_field(fed, changes, field):
     """Checked when the Experiment is made, before anything runs."""
