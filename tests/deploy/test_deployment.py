@@ -11,7 +11,7 @@ from fedsim.deploy import engine as deploy_engine
 from fedsim.deploy import launcher
 from fedsim.deploy.app import export
 from fedsim.deploy.launcher import FederationError, LoopbackFederation
-from tests.privacy.test_secagg import ROUNDS, quantization_tolerance
+from tests.privacy.test_secagg import quantization_tolerance
 
 pytestmark = pytest.mark.deployment
 
@@ -79,7 +79,7 @@ def test_secagg_completes_on_the_deployment_engine(tmp_path):
     assert list(global_auroc(deployed).index) == [0, 1]
     assert deployed.participation.empty  # every hospital took part in every stage
     # Stochastic rounding happens in each SuperNode's own process (not seeded by the run): equal up to quantization
-    # (the bound for ROUNDS rounds holds for one).
+    # (the bound test_secagg computes for its two rounds holds for one).
     for a, b in zip(deployed.weights, reference.weights, strict=True):
         np.testing.assert_allclose(a, b, rtol=0, atol=quantization_tolerance(fed))
 
