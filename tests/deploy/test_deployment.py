@@ -26,6 +26,32 @@ class RecordingFederation(LoopbackFederation):
         RecordingFederation.started.append(self)
 
 
+class KeptRunning:
+    """Stands in for the engine's LoopbackFederation: one started federation serves run after run, stopped once
+    by the ``deployment`` fixture (each start imports TensorFlow once per hospital)."""
+
+    def __init__(self, federation: LoopbackFederation):
+        self.federation = federation
+
+    def __call__(self, n_nodes, root, simulation=False):
+        assert (n_nodes, simulation) == (self.federation.n_nodes, False)
+        return self
+
+    def __enter__(self):
+        return self.federation
+
+    def __exit__(self, *exc):
+        return None
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    """A SuperLink and 3 SuperNodes with their ClientApp workers for this module's deployment runs."""
+    federation = LoopbackFederation(3, tmp_path_factory.mktemp("federation")).start()
+    yield federation
+    assert federation.close() == [] and not launcher.tagged(federation.tag)
+
+
 def global_auroc(result):
     return result.metrics.query("scope == 'global' and metric == 'auroc'").set_index("round")["value"]
 
@@ -39,9 +65,14 @@ ATTACKED = dict(observers=[fs.attacks.GradientInversion(hospital="H001", round=1
 
 @pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("ray", ATTACKED)],
                          ids=["deployment-fedavg", "deployment-dpsgd-signflip-normbound", "ray-alias-of-simulation"])
-def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tmp_path, engine, changes):
-    monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
+def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, request, tmp_path, engine, changes):
+    """The simulation runtime starts and stops its own processes; the deployment runs share the ``deployment``
+    fixture's, which it stops at the end of the module."""
+    deployment = request.getfixturevalue("deployment") if engine == "deployment" else None
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation",
+                        KeptRunning(deployment) if deployment else RecordingFederation)
     RecordingFederation.started.clear()
+    before = len(deployment.processes) if deployment else 0
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
     experiment = fs.Experiment(federation=fed, model="logreg", rounds=2, seed=1, **changes)
     reference = experiment.run()
@@ -62,16 +93,20 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, tm
     assert list(deployed.audit.kind)[0] == "start" and list(deployed.audit.kind)[-1] == "end"
     assert list(deployed.participation.columns) == list(reference.participation.columns)
 
+    if deployment:  # the run's own process (`flwr run`) ended; the SuperLink, SuperNodes and workers stay up
+        (name, run), = deployment.processes[before:]
+        assert name == "flwr run" and not launcher.alive(run.pid)
+        assert all(launcher.alive(p.pid) for _, p in deployment.processes[:1 + 2 * 3])
+        return
     (federation,) = RecordingFederation.started
-    # SuperLink, 3 SuperNodes and their workers, `flwr run`; or the simulation's SuperLink and `flwr run`
-    assert len(federation.processes) == (1 + 2 * 3 + 1 if engine == "deployment" else 2)
-    assert not federation.simulation if engine == "deployment" else federation.simulation
+    assert federation.simulation and len(federation.processes) == 2  # the simulation's SuperLink and `flwr run`
     assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
     assert not launcher.tagged(federation.tag)
 
 
-def test_secagg_completes_on_the_deployment_engine(tmp_path):
+def test_secagg_completes_on_the_deployment_engine(monkeypatch, tmp_path, deployment):
     """SecAgg+ across processes: Flower's workflow and mod, each hospital masking in its own process."""
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation", KeptRunning(deployment))
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
     experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, seed=1, privacy=fs.privacy.SecAgg())
     reference = experiment.run()
