@@ -119,9 +119,8 @@ def test_secagg_completes_on_the_deployment_engine(monkeypatch, tmp_path, deploy
         np.testing.assert_allclose(a, b, rtol=0, atol=quantization_tolerance(fed))
 
 
-def test_a_failing_run_raises_with_its_log_and_stops_every_process(monkeypatch, tmp_path):
-    monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
-    RecordingFederation.started.clear()
+def test_a_failing_run_raises_with_its_log(monkeypatch, tmp_path, deployment):
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation", KeptRunning(deployment))
 
     def broken_export(experiment, folder):  # the ServerApp will fail to read its spec
         app = export(experiment, folder)
@@ -130,10 +129,18 @@ def test_a_failing_run_raises_with_its_log_and_stops_every_process(monkeypatch, 
         return app
 
     monkeypatch.setattr(deploy_engine, "export", broken_export)
-    fed = fs.synthetic_federation("icu_mortality", n_hospitals=2, n_patients=300, seed=2)
-    experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, engine="simulation", out=tmp_path / "run")
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=2)
+    experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, engine="deployment", out=tmp_path / "run")
     with pytest.raises(FederationError, match="(?s)ended without a result.*not a fedsim spec"):
         experiment.run()
-    (federation,) = RecordingFederation.started
+
+
+@pytest.mark.parametrize("error", [RuntimeError("the run failed"), KeyboardInterrupt()], ids=["error", "ctrl-c"])
+def test_a_federation_stops_every_process_when_its_run_fails_or_is_interrupted(tmp_path, error):
+    """What the engine's ``with LoopbackFederation(...)`` does when the run raises or the user presses Ctrl-C."""
+    with pytest.raises(type(error)):
+        with LoopbackFederation(2, tmp_path, simulation=True) as federation:
+            assert launcher.alive(federation.processes[0][1].pid)  # the SuperLink
+            raise error
     assert not [p.pid for _, p in federation.processes if launcher.alive(p.pid)]
     assert not launcher.tagged(federation.tag)
