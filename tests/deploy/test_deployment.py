@@ -52,6 +52,13 @@ def deployment(tmp_path_factory):
     assert federation.close() == [] and not launcher.tagged(federation.tag)
 
 
+@pytest.fixture()
+def on_deployment(monkeypatch, deployment):
+    """Runs with ``engine="deployment"`` in this test go to the module's ``deployment`` federation."""
+    monkeypatch.setattr(deploy_engine, "LoopbackFederation", KeptRunning(deployment))
+    return deployment
+
+
 def global_auroc(result):
     return result.metrics.query("scope == 'global' and metric == 'auroc'").set_index("round")["value"]
 
@@ -68,9 +75,9 @@ ATTACKED = dict(observers=[fs.attacks.GradientInversion(hospital="H001", round=1
 def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, request, tmp_path, engine, changes):
     """The simulation runtime starts and stops its own processes; the deployment runs share the ``deployment``
     fixture's, which it stops at the end of the module."""
-    deployment = request.getfixturevalue("deployment") if engine == "deployment" else None
-    monkeypatch.setattr(deploy_engine, "LoopbackFederation",
-                        KeptRunning(deployment) if deployment else RecordingFederation)
+    deployment = request.getfixturevalue("on_deployment") if engine == "deployment" else None
+    if not deployment:
+        monkeypatch.setattr(deploy_engine, "LoopbackFederation", RecordingFederation)
     RecordingFederation.started.clear()
     before = len(deployment.processes) if deployment else 0
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
@@ -104,9 +111,8 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, re
     assert not launcher.tagged(federation.tag)
 
 
-def test_secagg_completes_on_the_deployment_engine(monkeypatch, tmp_path, deployment):
+def test_secagg_completes_on_the_deployment_engine(tmp_path, on_deployment):
     """SecAgg+ across processes: Flower's workflow and mod, each hospital masking in its own process."""
-    monkeypatch.setattr(deploy_engine, "LoopbackFederation", KeptRunning(deployment))
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=2)
     experiment = fs.Experiment(federation=fed, model="logreg", rounds=1, seed=1, privacy=fs.privacy.SecAgg())
     reference = experiment.run()
@@ -119,9 +125,7 @@ def test_secagg_completes_on_the_deployment_engine(monkeypatch, tmp_path, deploy
         np.testing.assert_allclose(a, b, rtol=0, atol=quantization_tolerance(fed))
 
 
-def test_a_failing_run_raises_with_its_log(monkeypatch, tmp_path, deployment):
-    monkeypatch.setattr(deploy_engine, "LoopbackFederation", KeptRunning(deployment))
-
+def test_a_failing_run_raises_with_its_log(monkeypatch, tmp_path, on_deployment):
     def broken_export(experiment, folder):  # the ServerApp will fail to read its spec
         app = export(experiment, folder)
         pyproject = app / "pyproject.toml"
