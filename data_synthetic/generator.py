@@ -11,9 +11,10 @@ import pandas as pd
 
 from . import scm
 from .cards import ScenarioCard, load_card
-from .knobs import KNOBS, MAX_HOSPITALS, MAX_PATIENTS, MAX_SEED, MIN_PATIENTS, hospital_table
+from .knobs import (KNOBS, MAX_HOSPITALS, MAX_PATIENTS, MAX_SEED, MIN_PATIENTS, chosen_hospitals, hospital_streams,
+                    hospital_table)
 
-STREAMS = ("patients",) + KNOBS
+STREAMS = KNOBS  # federation-level: one stream per knob (hospital_table); patients: per hospital
 
 
 @dataclass(frozen=True, eq=False)
@@ -27,29 +28,43 @@ class Cohort:
 
 
 def generate(scenario: str | ScenarioCard, n_hospitals: int = 20, n_patients: int | None = None,
-             seed: int = 0, **knobs: float) -> Cohort:
+             seed: int = 0, hospitals=None, **knobs: float) -> Cohort:
     """Generate `n_patients` (default 800 per hospital) patients across `n_hospitals` hospitals.
 
     Knobs (see KNOBS) are 0 for IID hospitals, 1 for the documented "strong" level; default: the card's.
+    ``hospitals``: indices of the hospitals whose patients to generate (default
+    all); each hospital draws its patients from its own streams, so hospital
+    ``i`` alone has the same rows as in the whole federation. The hospitals
+    table always describes every hospital (their sizes and realised knobs).
     """
     card = scenario if isinstance(scenario, ScenarioCard) else load_card(scenario)
     n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1, maximum=MAX_HOSPITALS)
     seed = _integer("seed", seed, minimum=0, maximum=MAX_SEED)
     n_patients = _patients(n_patients, n_hospitals, per_hospital=800, maximum=MAX_PATIENTS)
     knobs = {name: _knob(name, value) for name, value in {**card.knobs, **knobs}.items()}
+    chosen = chosen_hospitals(hospitals, n_hospitals)
 
     rngs = dict(zip(STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(STREAMS)))))
-    hospitals = hospital_table(rngs, n_hospitals, n_patients, knobs)
-    idx = np.repeat(np.arange(n_hospitals), hospitals["n_patients"].to_numpy())
+    table = hospital_table(rngs, n_hospitals, n_patients, knobs)
+    sizes = table["n_patients"].to_numpy()[chosen]
+    idx = np.repeat(chosen, sizes)
+    bounds = np.concatenate([[0], np.cumsum(sizes)])
+    own = [hospital_streams(seed, i, ("patients", "missingness")) for i in chosen]
 
     def per_patient(column):
-        return hospitals[column].to_numpy(np.float32)[idx]
+        return table[column].to_numpy(np.float32)[idx]
 
-    mix = hospitals[["p_emergency", "p_elective", "p_transfer"]].to_numpy(np.float32)[idx]
-    v = scm.simulate(rngs["patients"], scm.MEDIAN_AGE + per_patient("age_shift"), mix,
-                     per_patient("comorbidity_shift"))
+    def per_hospital(draw):
+        """One draw per patient, each hospital's from its own stream."""
+        return np.concatenate([draw(streams, hi - lo) for streams, lo, hi in zip(own, bounds[:-1], bounds[1:])])
 
-    protocol = hospitals["protocol"].to_numpy()[idx]
+    mix = table[["p_emergency", "p_elective", "p_transfer"]].to_numpy(np.float32)[idx]
+    age, comorbidity = scm.MEDIAN_AGE + per_patient("age_shift"), per_patient("comorbidity_shift")
+    parts = [scm.simulate(streams["patients"], age[lo:hi], mix[lo:hi], comorbidity[lo:hi])
+             for streams, lo, hi in zip(own, bounds[:-1], bounds[1:])]
+    v = {name: np.concatenate([part[name] for part in parts]) for name in parts[0]}
+
+    protocol = table["protocol"].to_numpy()[idx]
     multipliers = {
         term: np.where(protocol, np.float32(m ** knobs["concept_shift"]), np.float32(1))
         for term, m in card.protocol.multipliers.items()
@@ -57,11 +72,11 @@ def generate(scenario: str | ScenarioCard, n_hospitals: int = 20, n_patients: in
     logit = scm.outcome_logit(v, card.intercept + per_patient("intercept_shift"), card.coefficients, multipliers)
     target = (v["outcome_uniform"] < scm.expit(logit)).astype(np.int8)
 
-    _record(v, hospitals, idx)
+    _record(v, table, idx)
     if knobs["missingness"] > 0:
-        _blank(v, hospitals, idx, rngs["missingness"])
+        _blank(v, table, idx, per_hospital)
 
-    columns = {"hospital": pd.Categorical.from_codes(idx, categories=hospitals["hospital"])}
+    columns = {"hospital": pd.Categorical.from_codes(idx, categories=table["hospital"])}
     for name in scm.VARIABLES:
         if name in card.numeric_features:
             columns[name] = v[name]
@@ -69,7 +84,7 @@ def generate(scenario: str | ScenarioCard, n_hospitals: int = 20, n_patients: in
         if name in card.categorical_features:
             columns[name] = pd.Categorical.from_codes(v[name], categories=categories)
     columns[card.target] = target
-    return Cohort(pd.DataFrame(columns), hospitals, card, knobs)
+    return Cohort(pd.DataFrame(columns), table, card, knobs)
 
 
 def _record(v, hospitals, idx):
@@ -86,13 +101,16 @@ def _record(v, hospitals, idx):
         v[name] = v[name].astype(np.int8)
 
 
-def _blank(v, hospitals, idx, rng):
-    """NaN for labs a hospital does not measure and for sporadically missing vitals and labs."""
+def _blank(v, hospitals, idx, per_hospital):
+    """NaN for labs a hospital does not measure and for sporadically missing vitals and labs.
+
+    ``per_hospital(draw)``: one value per patient, ``draw(streams, n)`` giving each hospital's n."""
     rate = hospitals["missing_rate"].to_numpy(np.float32)[idx]
     unmeasured = hospitals["unmeasured"].str.get_dummies(sep=",").reindex(columns=scm.MEASURED, fill_value=0)
     for name in scm.MEASURED:
         off = unmeasured[name].to_numpy(bool)[idx]
-        v[name][off | (rng.random(len(idx), dtype=np.float32) < rate)] = np.nan
+        u = per_hospital(lambda streams, n: streams["missingness"].random(n, dtype=np.float32))
+        v[name][off | (u < rate)] = np.nan
 
 
 def _integer(field, value, minimum, maximum=None):

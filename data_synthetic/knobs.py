@@ -7,6 +7,8 @@ scales below are what a knob value of 1.0 means.
 
 from __future__ import annotations
 
+import numbers
+
 import numpy as np
 import pandas as pd
 
@@ -30,6 +32,32 @@ KIND_FACTOR = {"academic": 0.25, "community": 1.0, "rural": 2.5}  # multiplies P
 MISSING_RATE = 0.05  # median share of sporadically missing vitals and labs
 MISSING_RATE_SPREAD = 0.5  # log-normal sd of that share across hospitals
 PROTOCOL_SHARE = 0.5  # share of hospitals (rounded up) that run the scenario's care protocol
+PATIENT_STREAMS = 1_000  # spawn key of the per-hospital patient streams (above any knob stream's index)
+
+
+def hospital_streams(seed: int, hospital: int, names: tuple[str, ...]) -> dict[str, np.random.Generator]:
+    """Hospital ``hospital``'s own random streams, one per name: they draw its patients and nothing else.
+
+    They are children of the seed apart from the federation-level knob streams
+    (spawn key ``(PATIENT_STREAMS, hospital)``), so any one hospital is generated
+    without drawing, or holding, the others' patients.
+    """
+    root = np.random.SeedSequence(seed, spawn_key=(PATIENT_STREAMS, hospital))
+    return dict(zip(names, map(np.random.default_rng, root.spawn(len(names)))))
+
+
+def chosen_hospitals(hospitals, n_hospitals: int) -> list[int]:
+    """The sorted hospital indices to generate (``None``: all of them), checked."""
+    if hospitals is None:
+        return list(range(n_hospitals))
+    if isinstance(hospitals, (str, bytes)) or not hasattr(hospitals, "__iter__"):
+        raise ValueError(f"hospitals: expected a list of hospital indices, got {hospitals!r}")
+    picked = list(hospitals)
+    bad = [h for h in picked if isinstance(h, bool) or not isinstance(h, numbers.Integral)
+           or not 0 <= h < n_hospitals]
+    if bad or not picked:
+        raise ValueError(f"hospitals: expected indices 0 .. {n_hospitals - 1}, got {bad[:3] or 'none'}")
+    return sorted({int(h) for h in picked})
 
 
 def hospital_ids(n_hospitals: int) -> list[str]:

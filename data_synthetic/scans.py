@@ -17,12 +17,12 @@ import numpy as np
 import pandas as pd
 
 from .generator import _integer, _patients
-from .knobs import MAX_HOSPITALS, MAX_SEED, hospital_ids, hospital_sizes
+from .knobs import MAX_HOSPITALS, MAX_SEED, chosen_hospitals, hospital_ids, hospital_sizes, hospital_streams
 
 IMAGE_SCENARIOS = ("lesion_scans",)
 SCAN_KNOBS = ("scanner_shift", "label_skew")
 IMAGE_SIZES = (32, 64)
-STREAMS = ("sizes", "anatomy", "noise") + SCAN_KNOBS
+STREAMS = ("sizes",) + SCAN_KNOBS  # federation-level; each hospital draws its scans from its own streams
 
 PATIENTS_PER_HOSPITAL = 200  # default, on average
 MAX_PIXELS = 2**25  # memory cap on n_patients * image_size**2: about 1 GB while the scans are drawn
@@ -60,10 +60,12 @@ class ScanCohort:
 
 
 def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_size: int = 32, seed: int = 0,
-                   scanner_shift: float = 1.0, label_skew: float = 1.0) -> ScanCohort:
+                   scanner_shift: float = 1.0, label_skew: float = 1.0, hospitals=None) -> ScanCohort:
     """Generate `n_patients` (default 200 per hospital) scans of `image_size` pixels across `n_hospitals`.
 
     Knobs are 0 for identical hospitals and 1 for the documented "strong" level.
+    ``hospitals``: indices of the hospitals whose scans to generate (default all;
+    each draws from its own streams, as in ``generate``).
     """
     n_hospitals = _integer("n_hospitals", n_hospitals, minimum=1, maximum=MAX_HOSPITALS)
     image_size = _integer("image_size", image_size, minimum=1)
@@ -74,11 +76,18 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
     knobs = {"scanner_shift": _knob("scanner_shift", scanner_shift), "label_skew": _knob("label_skew", label_skew)}
 
     rngs = dict(zip(STREAMS, map(np.random.default_rng, np.random.SeedSequence(seed).spawn(len(STREAMS)))))
-    hospitals = _hospital_table(rngs, n_hospitals, n_patients, image_size, knobs)
-    idx = np.repeat(np.arange(n_hospitals), hospitals["n_patients"].to_numpy())
-    a = _anatomy(rngs["anatomy"], len(idx))
-    lesion = (a.pop("label_uniform") < hospitals["prevalence"].to_numpy()[idx]).astype(np.int8)
-    images = _scanner(_draw(a, lesion, image_size), hospitals, rngs["noise"])
+    table = _hospital_table(rngs, n_hospitals, n_patients, image_size, knobs)
+    chosen = chosen_hospitals(hospitals, n_hospitals)
+    idx = np.repeat(chosen, table["n_patients"].to_numpy()[chosen])
+    parts = []
+    for i in chosen:
+        own = hospital_streams(seed, i, ("anatomy", "noise"))
+        a = _anatomy(own["anatomy"], int(table["n_patients"].iloc[i]))
+        lesion = (a.pop("label_uniform") < table["prevalence"].iloc[i]).astype(np.int8)
+        parts.append((a, lesion, _scanner(_draw(a, lesion, image_size), table.iloc[i], own["noise"])))
+    a = {name: np.concatenate([part[0][name] for part in parts], axis=-1) for name in parts[0][0]}
+    lesion = np.concatenate([part[1] for part in parts])
+    images = np.concatenate([part[2] for part in parts])
 
     def pixels(u):  # image coordinate (-1 .. 1) -> pixel units (0 = centre of the first row or column)
         return ((u + 1) * image_size / 2 - 0.5).astype(np.float32)
@@ -88,7 +97,7 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
 
     absent = np.where(lesion == 1, 1, np.nan).astype(np.float32)
     patients = pd.DataFrame({
-        "hospital": pd.Categorical.from_codes(idx, categories=hospitals["hospital"]),
+        "hospital": pd.Categorical.from_codes(idx, categories=table["hospital"]),
         "organ_x": pixels(a["organ_x"]), "organ_y": pixels(a["organ_y"]),
         "organ_a": length(a["organ_a"]), "organ_b": length(a["organ_b"]),
         "organ_angle": a["organ_angle"].astype(np.float32),
@@ -97,7 +106,7 @@ def generate_scans(n_hospitals: int = 10, n_patients: int | None = None, image_s
         "benign_spot": a["spot"].astype(np.int8),
         "lesion": lesion,
     })
-    return ScanCohort(images, patients, hospitals, knobs)
+    return ScanCohort(images, patients, table, knobs)
 
 
 def _knob(name, value):
@@ -181,19 +190,14 @@ def _draw(a, lesion, s):
     return img
 
 
-def _scanner(clean, hospitals, rng):
-    """Each hospital's scanner: Gaussian blur, intensity response, additive noise; clipped to [0, 1]."""
+def _scanner(clean, hospital, rng):
+    """One hospital's scanner: Gaussian blur, intensity response, additive noise; clipped to [0, 1]."""
     s = clean.shape[-1]
-    bounds = np.concatenate([[0], np.cumsum(hospitals["n_patients"].to_numpy())])
     d = np.arange(s)[:, None] - np.arange(s)[None, :]
-    out = np.empty_like(clean)
-    for i, row in enumerate(hospitals.itertuples()):
-        lo, hi = bounds[i], bounds[i + 1]
-        kernel = np.exp(-0.5 * (d / row.blur_sigma) ** 2) * (np.abs(d) <= 4 * row.blur_sigma)  # no denormals
-        blur_t = (kernel / kernel.sum(axis=1, keepdims=True)).T.astype(np.float32)  # renormalised at the edges
-        img = (clean[lo:hi].reshape(-1, s) @ blur_t).reshape(-1, s, s).transpose(0, 2, 1)  # along rows
-        img = (img.reshape(-1, s) @ blur_t).reshape(-1, s, s).transpose(0, 2, 1)  # along columns
-        out[lo:hi] = np.float32(row.offset) + np.float32(row.gain) * np.clip(img, 0, 1) ** np.float32(row.gamma)
-    out += hospitals["noise_sd"].to_numpy(np.float32).repeat(np.diff(bounds))[:, None, None] * rng.standard_normal(
-        clean.shape, dtype=np.float32)
+    kernel = np.exp(-0.5 * (d / hospital.blur_sigma) ** 2) * (np.abs(d) <= 4 * hospital.blur_sigma)  # no denormals
+    blur_t = (kernel / kernel.sum(axis=1, keepdims=True)).T.astype(np.float32)  # renormalised at the edges
+    img = (clean.reshape(-1, s) @ blur_t).reshape(-1, s, s).transpose(0, 2, 1)  # along rows
+    img = (img.reshape(-1, s) @ blur_t).reshape(-1, s, s).transpose(0, 2, 1)  # along columns
+    out = np.float32(hospital.offset) + np.float32(hospital.gain) * np.clip(img, 0, 1) ** np.float32(hospital.gamma)
+    out += np.float32(hospital.noise_sd) * rng.standard_normal(clean.shape, dtype=np.float32)
     return np.clip(out, 0, 1, out=out)

@@ -84,6 +84,9 @@ class Component:
     unit: ClassVar[str | None] = None
     trust_model: ClassVar[str | None] = None
     spends_epsilon: ClassVar[bool] = False
+    # Why it needs hospitals' rows where the server runs (None: it does not). A deployment's server holds no
+    # hospital's rows, so such a component runs in a simulation only (the spec refuses it, saying this).
+    server_reads_rows: ClassVar[str | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

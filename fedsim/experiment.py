@@ -226,13 +226,14 @@ class Experiment:
             return flower_runtimes.run(self)
         return self._run(lambda plan: engine.run(plan, self.engine))
 
-    def run_on(self, grid) -> Result:
+    def run_on(self, grid, hospital_of: dict[int, str]) -> Result:
         """Run in a Flower ServerApp, on the federation behind its ``grid`` (what an exported app does).
 
-        Each node runs ``fedsim.engine.client_app`` of this experiment's plan
-        and names its hospital by index in its node config (``partition-id``).
+        Each node runs ``fedsim.engine.client_app`` of its hospital's plan;
+        ``hospital_of`` says which hospital each node serves (the exported
+        app's first round finds out: ``fedsim.deploy.roster``).
         """
-        return self._run(lambda plan: engine.run_on_grid(grid, plan))
+        return self._run(lambda plan: engine.run_on_grid(grid, plan, hospital_of))
 
     def to_flower_app(self, path: str | os.PathLike, federation: dict | None = None) -> Path:
         """Write this experiment as a self-contained Flower app folder (``flwr run PATH ...``); return the folder.
@@ -256,7 +257,7 @@ class Experiment:
         tables = {"participation": PARTICIPATION.frame(outcome.events), **plan.reports()}
         result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
                         plan.model_fn, self.config(), tables, audit_path=governance.path)
-        governance.finish(result, outcome.events)
+        governance.finish(result, outcome.events, outcome.test)
         return result
 
 

@@ -7,7 +7,9 @@ An image federation's rows are flattened pixels (``image_shape`` gives them back
 """
 
 import dataclasses
+import hashlib
 import numbers
+import zlib
 from collections.abc import Hashable
 from dataclasses import dataclass
 
@@ -21,6 +23,7 @@ from fedsim.validation import Instance, Integer, NoneValue, Options, Positive, R
 SCHEMES = ("iid", "dirichlet", "quantity")
 TEST_SIZE = Real(min=0, max=1, min_open=True, max_open=True)
 SEED = Integer(min=0, max=2**32 - 1)
+ROSTER = ("n_train", "n_test", "events_train", "sha256")  # what every party knows of each hospital
 PREPROCESSING = Options("pooled", "federated")  # Preprocessor fit on pooled rows, or from per-hospital statistics
 
 
@@ -97,6 +100,21 @@ class Preprocessor:
             + [f"{c}={v}" for c in self.categorical for v in self.categories[c]]
         )
 
+    def settings(self) -> dict:
+        """The fitted parameters as plain data (what a deployment's server sends every hospital)."""
+        return {"fitting": self.fitting, "features": self.features, "numeric": self.numeric,
+                "mean": [float(m) for m in self.mean], "std": [float(d) for d in self.std],
+                "flagged": self.flagged, "categories": self.categories}
+
+    @classmethod
+    def from_settings(cls, settings: dict) -> "Preprocessor":
+        """The preprocessor ``settings()`` describes."""
+        pre = cls.__new__(cls)
+        pre._fit(settings["fitting"], settings["features"], list(settings["numeric"]),
+                 np.array(settings["mean"], np.float64), np.array(settings["std"], np.float64),
+                 list(settings["flagged"]), {c: list(v) for c, v in settings["categories"].items()})
+        return pre
+
     def transform(self, df: pd.DataFrame) -> np.ndarray:
         """The model's float32 input matrix for raw rows with the training columns."""
         missing = [c for c in self.features if c not in df.columns]
@@ -139,6 +157,23 @@ def hospital_statistics(train: pd.DataFrame, features: list[str]) -> dict:
             "numeric": {c: {"count": int(k), "sum": float(t), "squares": float(q)}
                         for c, k, t, q in zip(numeric, count, total, squares)},
             "categories": {c: sorted(train[c].dropna().astype(str).unique()) for c in features if c not in numeric}}
+
+
+def roster_of(fed: "Federation", indices) -> pd.DataFrame:
+    """The roster rows of the held hospitals ``indices``: row counts, events and the SHA-256 of their rows.
+
+    The digest covers the preprocessed train and test rows and labels (never
+    the rows themselves): what an audit log can record to pin the data used.
+    """
+    rows = {}
+    for i in indices:
+        digest = hashlib.sha256()
+        (x, y), (x_test, y_test) = fed.train_rows(i), fed.test_rows(i)
+        for values in (x, y, x_test, y_test):
+            digest.update(np.ascontiguousarray(values, dtype=np.float32).tobytes())
+        rows[fed.hospitals[i]] = {"n_train": len(y), "n_test": len(y_test), "events_train": int(y.sum()),
+                                  "sha256": digest.hexdigest()}
+    return pd.DataFrame.from_dict(rows, orient="index", columns=list(ROSTER)).rename_axis("hospital")
 
 
 def _too_large(column, detail: str) -> ValueError:
@@ -190,12 +225,20 @@ def _column(field: str, df: pd.DataFrame, name) -> None:
         raise ValueError(f"{field}: column {name!r} not found; columns are {list(df.columns)}")
 
 
-def _binary_target(values: pd.Series, positive) -> np.ndarray:
-    """0/1 labels from a two-valued column; ``positive`` names the class coded 1."""
+def _binary_target(values: pd.Series, positive, local: bool = False) -> np.ndarray:
+    """0/1 labels from a two-valued column; ``positive`` names the class coded 1.
+
+    ``local``: the rows of one hospital, which may have seen one class only
+    (then ``positive`` must be given unless the labels are 0/1 or booleans).
+    """
     if values.isna().any():
         raise ValueError(f"target: {int(values.isna().sum())} rows have no outcome; drop or label them")
     _one_type("target", values)
     classes = sorted(values.unique(), key=str)
+    if local and len(classes) == 1:
+        if positive is None and not (set(classes) <= {0, 1} or set(classes) <= {False, True}):
+            raise ValueError(f"positive: these rows hold one outcome ({classes[0]!r}); name the positive class")
+        return (values == (1 if positive is None else positive)).to_numpy(dtype=np.float32)
     if len(classes) != 2:
         raise ValueError(f"target: must be binary (two distinct values), found {len(classes)}: {classes[:5]}")
     if positive is None:
@@ -205,10 +248,18 @@ def _binary_target(values: pd.Series, positive) -> np.ndarray:
     return (values == positive).to_numpy(dtype=np.float32)
 
 
-def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, rng: np.random.Generator) -> np.ndarray:
-    """Stratified per-hospital test mask: a ``test_size`` share of each hospital's cases and controls."""
-    frame = pd.DataFrame({"site": sites, "y": y, "key": rng.random(len(y))})
-    rank = frame.sort_values("key").groupby(["site", "y"]).cumcount().sort_index()
+def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, seed: int) -> np.ndarray:
+    """Stratified per-hospital test mask: a ``test_size`` share of each hospital's cases and controls.
+
+    Each hospital's split is drawn from its own stream (the seed and its id), so
+    a hospital splitting its own rows alone gets the split the federation gives it.
+    """
+    key, order = np.empty(len(y)), np.argsort(sites, kind="stable")
+    names, starts, counts = np.unique(sites[order], return_index=True, return_counts=True)
+    for site, start, n in zip(names, starts, counts):
+        key[order[start:start + n]] = np.random.default_rng([seed, zlib.crc32(str(site).encode())]).random(n)
+    frame = pd.DataFrame({"site": sites, "y": y, "key": key})
+    rank = frame.sort_values("key", kind="stable").groupby(["site", "y"]).cumcount().sort_index()
     size = frame.groupby(["site", "y"])["y"].transform("size")
     is_test = (rank < np.round(test_size * size)).to_numpy()
     for rows, what, advice in ((~is_test, "training", "lower"), (is_test, "test", "raise")):
@@ -220,9 +271,34 @@ def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, rng: np.rand
     return is_test
 
 
+def split_rows(df: pd.DataFrame, target: str, site: str, test_size: float, seed: int, positive=None,
+               local: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
+    """``df`` in hospital-major order with a ``split`` column ("train"/"test"), and its 0/1 labels.
+
+    Each hospital's rows keep their order and are split by ``_split_mask``
+    (stratified, each hospital's own stream): a hospital splitting its own
+    rows alone (``local``: it may have seen one outcome only) gets the split
+    the whole table gives it.
+    """
+    y = _binary_target(df[target], positive, local=local)
+    sites = df[site].astype(str).to_numpy()
+    is_test = _split_mask(sites, y, test_size, seed)
+    order = np.lexsort((np.arange(len(df)), sites))  # hospital-major: each hospital is one contiguous slice
+    data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
+    return data, y[order]
+
+
 @dataclass(frozen=True, eq=False)
 class Federation:
-    """Hospitals' preprocessed train/test rows (or flattened images) plus what is needed to explain them."""
+    """Hospitals' preprocessed train/test rows (or flattened images) plus what is needed to explain them.
+
+    A federation is what one party holds. In a simulation that is every
+    hospital's rows. In a deployment, a hospital holds its own rows only and
+    the server holds none (``Federation.held_by``). Every party knows the
+    ``roster``: every hospital's name, row counts, event count and the SHA-256
+    of its rows. A hospital whose rows are not held spans no rows of the
+    arrays, and ``train_rows`` / ``test_rows`` refuse it.
+    """
 
     hospitals: tuple[str, ...]
     x_train: np.ndarray
@@ -240,6 +316,7 @@ class Federation:
     sites: pd.DataFrame | None = None  # per-hospital profile of a synthetic scenario (kind, protocol, ...)
     image_shape: tuple[int, int] | None = None  # (height, width) of an image federation's rows; None for tables
     provenance: dict | None = None  # where the data came from: a synthetic scenario's settings (None: the user's)
+    reported: pd.DataFrame | None = None  # the roster as each hospital told it, where this party lacks its rows
 
     @classmethod
     def from_dataframe(
@@ -252,7 +329,7 @@ class Federation:
         features: list[str] | None = None,
         positive=None,
         name: str = "custom",
-        preprocessing: str = "pooled",
+        preprocessing: str = "federated",
     ) -> "Federation":
         """One hospital per distinct value of ``site``; every other column is a feature.
 
@@ -261,9 +338,10 @@ class Federation:
         Numeric and string columns are accepted, missing values are imputed (see
         ``Preprocessor``). Each hospital's rows are split into train and test,
         stratified by outcome, before any statistic is computed.
-        ``preprocessing="pooled"`` fits the preprocessor on the pooled training
-        rows; ``"federated"`` from each hospital's summary statistics of its own
-        training rows (``hospital_statistics``), as a deployment must.
+        ``preprocessing="federated"`` (default) fits the preprocessor from each
+        hospital's summary statistics of its own training rows
+        (``hospital_statistics``), as a deployment must; ``"pooled"`` on the
+        pooled training rows (equal up to floating-point rounding).
         """
         _table(df)
         _column("target", df, target)
@@ -288,13 +366,8 @@ class Federation:
         if odd:
             raise ValueError(f"features: columns {odd} are neither numeric nor categorical; drop or convert them")
 
-        y = _binary_target(df[target], positive)
-        sites = df[site].astype(str).to_numpy()
-        is_test = _split_mask(sites, y, test_size, np.random.default_rng(seed))
-        # Hospital-major row order, so each hospital is one contiguous slice.
-        order = np.lexsort((np.arange(len(df)), sites))
-        data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
-        sites, y, is_test = sites[order], y[order], is_test[order]
+        data, y = split_rows(df, target, site, test_size, seed, positive)
+        sites, is_test = data[site].astype(str).to_numpy(), (data["split"] == "test").to_numpy()
         train = data[~is_test]
         pre = (Preprocessor(train, features) if preprocessing == "pooled" else Preprocessor.from_statistics(
             features, [hospital_statistics(rows, features) for _, rows in train.groupby(sites[~is_test])]))
@@ -352,7 +425,7 @@ class Federation:
             raise ValueError(f"site: the site and target columns need different names, both are {site!r}")
 
         y = labels.astype(np.float32)
-        is_test = _split_mask(sites, y, test_size, np.random.default_rng(seed))
+        is_test = _split_mask(sites, y, test_size, seed)
         order = np.lexsort((np.arange(n), sites))  # hospital-major, as in from_dataframe
         frame = pd.DataFrame(index=range(n)) if data is None else data.reset_index(drop=True)
         frame = frame.assign(**{site: sites, target: labels}).iloc[order]
@@ -362,12 +435,47 @@ class Federation:
                           site=site, seed=seed, name=name, image_shape=images.shape[1:])
 
     @classmethod
-    def _split(cls, x, y, sites, is_test, **fields) -> "Federation":
-        """The federation of hospital-major rows ``x``, ``y`` (hospital ``sites``) split by ``is_test``."""
-        hospitals = tuple(sorted(set(sites)))
+    def held_by(cls, roster: pd.DataFrame, rows: pd.DataFrame | None, preprocessor: Preprocessor | None,
+                target: str, site: str, seed: int = 0, positive=None, images: np.ndarray | None = None,
+                **fields) -> "Federation":
+        """The federation as one party of a deployment holds it: the ``rows`` it has, the ``roster`` of all.
+
+        ``rows``: raw rows (a table's columns, or an image federation's
+        attributes beside ``images``, one per image) of the hospitals this
+        party holds, as ``split_rows`` returns them; ``None`` for a server,
+        which holds none. ``preprocessor``: the one fitted from
+        every hospital's statistics (``Preprocessor.from_statistics``; None for
+        images). ``fields``: ``name``, ``provenance``, ``sites``, ``image_shape``.
+        """
+        hospitals = tuple(roster.index)
+        if rows is None or not len(rows):
+            width = len(preprocessor.feature_names) if preprocessor is not None else int(np.prod(fields["image_shape"]))
+            rows = pd.DataFrame(columns=[site, target, "split"])
+            x, y, sites, is_test = (np.zeros((0, width), np.float32), np.zeros(0, np.float32), np.array([], str),
+                                    np.zeros(0, bool))
+        else:
+            y = _binary_target(rows[target], positive, local=True)
+            sites, is_test = rows[site].astype(str).to_numpy(), (rows["split"] == "test").to_numpy()
+            unknown = sorted(set(sites) - set(hospitals))
+            if unknown:
+                raise ValueError(f"site: {unknown[:3]} are not hospitals of the federation {list(hospitals)[:5]}")
+            x = preprocessor.transform(rows) if images is None else images.reshape(len(images), -1).astype(np.float32)
+        held = cls._split(x, y, sites, is_test, preprocessor=preprocessor, data=rows, target=target, site=site,
+                          seed=seed, hospitals=hospitals, **fields)
+        mine = roster_of(held, [hospitals.index(h) for h in sorted(set(sites))])
+        told = roster.loc[mine.index, ["n_train", "n_test"]]
+        if not np.array_equal(told.to_numpy(np.int64), mine[["n_train", "n_test"]].to_numpy(np.int64)):
+            raise ValueError(f"roster: the rows held here ({mine[['n_train', 'n_test']].to_dict('index')}) are not "
+                             f"those the roster names ({told.to_dict('index')})")
+        return dataclasses.replace(held, reported=roster)
+
+    @classmethod
+    def _split(cls, x, y, site_of, is_test, hospitals=None, **fields) -> "Federation":
+        """The federation of hospital-major rows ``x``, ``y`` (hospital ``site_of``) split by ``is_test``."""
+        hospitals = tuple(sorted(set(site_of))) if hospitals is None else hospitals
 
         def offsets(mask):
-            counts = pd.Series(sites[mask]).value_counts().reindex(hospitals, fill_value=0)
+            counts = pd.Series(site_of[mask]).value_counts().reindex(hospitals, fill_value=0)
             return np.concatenate([[0], np.cumsum(counts.to_numpy())])
 
         return cls(
@@ -449,13 +557,50 @@ class Federation:
         height, width = self.image_shape
         return [f"pixel[{r},{c}]" for r in range(height) for c in range(width)]
 
+    @property
+    def roster(self) -> pd.DataFrame:
+        """One row per hospital: ``n_train``, ``n_test``, ``events_train`` and the ``sha256`` of its rows.
+
+        What every party of a deployment knows: the hospitals tell it in the
+        first round (``reported``); computed from the rows where all are held.
+        """
+        if self.reported is not None:
+            return self.reported
+        return roster_of(self, range(self.n_hospitals))
+
+    @property
+    def holds_all(self) -> bool:
+        """Whether this party holds every hospital's rows (a simulation), not some (a hospital) or none (a server)."""
+        return self.reported is None
+
+    @property
+    def n_train(self) -> np.ndarray:
+        """Training rows per hospital, held here or not."""
+        return np.diff(self.train_offsets) if self.reported is None else self.reported["n_train"].to_numpy()
+
+    @property
+    def n_test(self) -> np.ndarray:
+        """Test rows per hospital, held here or not."""
+        return np.diff(self.test_offsets) if self.reported is None else self.reported["n_test"].to_numpy()
+
+    def holds(self, i: int) -> bool:
+        """Whether this party holds hospital ``i``'s rows."""
+        return self.reported is None or self.train_offsets[i + 1] > self.train_offsets[i]
+
+    def _held(self, i: int) -> None:
+        if not self.holds(i):
+            hospital = self.hospitals[i]
+            raise ValueError(f"hospital: {hospital}'s rows are held by {hospital} only, not by this party")
+
     def train_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Hospital ``i``'s training features and labels (views, no copy)."""
+        self._held(i)
         lo, hi = self.train_offsets[i], self.train_offsets[i + 1]
         return self.x_train[lo:hi], self.y_train[lo:hi]
 
     def test_rows(self, i: int) -> tuple[np.ndarray, np.ndarray]:
         """Hospital ``i``'s test features and labels (views, no copy)."""
+        self._held(i)
         lo, hi = self.test_offsets[i], self.test_offsets[i + 1]
         return self.x_test[lo:hi], self.y_test[lo:hi]
 
@@ -507,13 +652,13 @@ class Federation:
         return plot_federation(self)
 
     def __repr__(self) -> str:
-        rows = f"{len(self.y_train)} train / {len(self.y_test)} test"
+        rows = f"{int(self.n_train.sum())} train / {int(self.n_test.sum())} test"
         if self.image_shape is not None:
             height, width = self.image_shape
             return f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} images of {height}x{width} pixels)"
-        federated = ", preprocessing fit federated" if self.preprocessor.fitting == "federated" else ""
+        pooled = ", preprocessing fit on pooled rows" if self.preprocessor.fitting == "pooled" else ""
         return (f"Federation({self.name!r}, {self.n_hospitals} hospitals, {rows} rows, {self.n_features} model inputs"
-                f"{federated})")  # in the config hash: a federated fit is another configuration
+                f"{pooled})")  # in the config hash: a pooled fit is another configuration
 
 
 def synthetic_federation(
@@ -523,7 +668,7 @@ def synthetic_federation(
     seed: int = 0,
     test_size: float = 0.2,
     image_size: int | None = None,
-    preprocessing: str = "pooled",
+    preprocessing: str = "federated",
     **knobs: float,
 ) -> Federation:
     """A federation of synthetic hospitals from a ``data_synthetic`` scenario.
@@ -536,8 +681,8 @@ def synthetic_federation(
     check("n_hospitals", n_hospitals, Integer(min=2))
     check("preprocessing", preprocessing, PREPROCESSING)
     if scenario in data_synthetic.IMAGE_SCENARIOS:
-        if preprocessing != "pooled":
-            raise ValueError(f"preprocessing: {scenario!r} keeps pixels as they are, nothing is fitted; "
+        if preprocessing != "federated":
+            raise ValueError(f"preprocessing: {scenario!r} keeps pixels as they are, nothing is fitted or pooled; "
                              f"{preprocessing!r} is for table scenarios")
         unknown = sorted(set(knobs) - set(data_synthetic.SCAN_KNOBS))
         if unknown:

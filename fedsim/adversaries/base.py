@@ -98,7 +98,7 @@ class AttackMod:
         fed = plan.federation
         self.n_hospitals = fed.n_hospitals
         self.sampled = plan.sampled_per_round
-        self.sizes = [int(n) for n in np.diff(fed.train_offsets)]
+        self.sizes = [int(n) for n in fed.n_train]
         self.cache: dict[tuple, Message] = {}
 
     def __call__(self, message: Message, context: Context, call_next) -> Message:

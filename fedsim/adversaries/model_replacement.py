@@ -42,6 +42,7 @@ class ModelReplacement(Adversary):
     name = "model_replacement"
     title = "model replacement"
     threats = ("backdoor",)
+    server_reads_rows = "measures the backdoor on the deaths of every hospital's test split"
 
     hospitals: Sequence[str] | float = param(0.1, *HOSPITALS)
     trigger: dict[str, float] | None = param(None, Mapping(), NoneValue())

@@ -31,6 +31,7 @@ class GradientInversion(UpdateAttack):
 
     name = "gradient_inversion"
     threats = ("update leakage",)
+    server_reads_rows = "scores each reconstruction against the rows the hospital trained on"
     targets = TARGETS
     record_table = RECONSTRUCTIONS
 

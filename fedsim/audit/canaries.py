@@ -173,7 +173,7 @@ class AuditRun(RoundObserver):
         units = self.plan.federation.n_hospitals
         if self.level == "record":
             i = self.plan.federation.hospitals.index(self.hospital)
-            units = int(np.diff(self.plan.federation.train_offsets)[i])
+            units = int(self.plan.federation.n_train[i])
         return "", math.inf, default_delta(units)
 
     @cached_property
@@ -229,7 +229,7 @@ class RecordAudit(AuditRun):
         fed = plan.federation
         self.index = hospital_index(plan, audit.hospital)
         self.hospital = fed.hospitals[self.index]
-        rows = int(fed.train_offsets[self.index + 1] - fed.train_offsets[self.index])
+        rows = int(fed.n_train[self.index])
         if audit.n > rows // 2:
             raise ValueError(f"n: {self.hospital} has {rows} training rows: at most {rows // 2} record canaries "
                              f"fit there, got {audit.n}")

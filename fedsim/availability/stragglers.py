@@ -22,7 +22,7 @@ class _Clock(RoundObserver):
     def __init__(self, settings: "Stragglers", plan: Plan):
         fed = plan.federation
         self.settings, self.plan = settings, plan
-        self.sizes = np.diff(fed.train_offsets)
+        self.sizes = fed.n_train
         rng = np.random.default_rng([plan.seed, 0x5A])
         n = fed.n_hospitals
         s = settings

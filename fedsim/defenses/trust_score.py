@@ -77,6 +77,7 @@ class TrustScore(Component):
     name = "trust_score"
     title = "trust score"
     threats = ("poisoning", "backdoor")
+    server_reads_rows = "draws its root dataset from the hospitals' training rows"
 
     root_size: int = param(200, Integer(min=10))
 

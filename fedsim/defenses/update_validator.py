@@ -98,7 +98,7 @@ class UpdateValidator(Component):
         return ("poisoning",) if any(v is not None for v in settings) else ()
 
     def install(self, plan: Plan) -> None:
-        largest = float(np.diff(plan.federation.train_offsets).max())
+        largest = float(plan.federation.n_train.max())
         max_examples = largest if self.max_examples == LARGEST else self.max_examples
         central = plan.ledger is not None and any(c.per == "release" for c in plan.ledger.charges)
         plan.screens.append(_Validator(self, max_examples, relative=not central))

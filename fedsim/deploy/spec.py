@@ -63,22 +63,29 @@ def to_spec(experiment, federation: dict | None = None) -> dict:
 
 
 def federation_spec(fed: Federation, table: dict | None = None) -> dict:
-    """How to rebuild ``fed``: its synthetic provenance, or the ``table`` it was loaded from (checked).
+    """How every hospital loads its own rows: ``fed``'s synthetic provenance, or the ``table`` it came from.
 
-    A table's ``preprocessing`` defaults to how ``fed``'s preprocessor was fitted, and must agree with it.
+    A table's entry names its columns and hospitals; each hospital reads its
+    own file (node config ``data-path``) or its rows of the entry's ``path``.
+    The preprocessing must be ``"federated"``: no party of a Flower federation
+    holds the pooled rows a ``"pooled"`` fit needs.
     """
+    if fed.preprocessor is not None and fed.preprocessor.fitting != "federated":
+        raise ValueError("federation.preprocessing: 'pooled' fits on every hospital's rows together, which no party "
+                         "of a Flower federation holds; build the federation with preprocessing='federated' (the "
+                         "default)")
     if table is not None:
         table = dict(table)
         unknown = sorted(set(table) - set(TABLE_KEYS))
-        if unknown or "path" not in table:
-            raise ValueError(f"federation: expected {{path: ..., target: ..., site: ...}}"
+        if unknown or not {"target", "site"} <= set(table):
+            raise ValueError(f"federation: expected {{target: ..., site: ..., path: ...}}"
                              f"{f', unknown keys {unknown}' if unknown else ''}; allowed: {list(TABLE_KEYS)}")
-        table["path"] = str(Path(table["path"]).resolve())
-        fitted = fed.preprocessor.fitting if fed.preprocessor is not None else "pooled"
-        if table.setdefault("preprocessing", fitted) != fitted:
-            raise ValueError(f"federation.preprocessing: {table['preprocessing']!r}, but the experiment's "
-                             f"federation was preprocessed {fitted!r}")
-        return {"table": table}
+        if "path" in table:
+            table["path"] = str(Path(table["path"]).resolve())
+        if table.setdefault("preprocessing", "federated") != "federated":
+            raise ValueError(f"federation.preprocessing: {table['preprocessing']!r}; a Flower federation fits it "
+                             f"'federated' (from each hospital's statistics)")
+        return {"table": {**table, "hospitals": list(fed.hospitals)}}
     provenance = fed.provenance
     if provenance is None or provenance.get("source") != "synthetic":
         raise ValueError("federation: built from an in-memory table, it cannot travel to other processes (the "
@@ -94,6 +101,9 @@ def component_spec(field: str, component) -> dict:
     if not isinstance(component, Component):
         raise ValueError(f"{field}: {component!r} is a Python object, not a fedsim component; only components "
                          f"(registered by name) travel to other processes")
+    if component.server_reads_rows is not None:
+        raise ValueError(f"{field}: {component.name} {component.server_reads_rows}, and the server of a Flower "
+                         f"federation holds no hospital's rows; run it with engine='inprocess'")
     spec = {"name": component.name, **component.settings()}
     try:
         rebuilt = from_settings(spec, component.family, field)
@@ -108,22 +118,29 @@ def load_federation(spec: dict) -> Federation:
     """The federation a spec's ``federation`` entry describes."""
     if "synthetic" in spec:
         return synthetic_federation(**spec["synthetic"])
-    table = dict(spec["table"])
-    path = Path(table.pop("path"))
+    table = {k: v for k, v in spec["table"].items() if k != "hospitals"}
+    path = Path(table.pop("path", ""))
     if not path.is_file():
         raise ValueError(f"federation.path: file {str(path)!r} not found")
     df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
     return Federation.from_dataframe(df, **table)
 
 
-def experiment_fields(spec: dict | str, federation: Federation | None = None) -> dict:
-    """The keyword arguments of ``fedsim.Experiment`` a spec (or its JSON text) describes.
-
-    ``federation``: an already loaded federation to use instead of loading it again.
-    """
+def load_spec(spec: dict | str) -> dict:
+    """A spec (or its JSON text), checked to be one of this version."""
     spec = json.loads(spec) if isinstance(spec, str) else spec
     if not isinstance(spec, dict) or spec.get("fedsim_spec") != VERSION:
         raise ValueError(f"spec: not a fedsim spec of version {VERSION}")
+    return spec
+
+
+def experiment_fields(spec: dict | str, federation: Federation | None = None) -> dict:
+    """The keyword arguments of ``fedsim.Experiment`` a spec (or its JSON text) describes.
+
+    ``federation``: the federation to use instead of loading the spec's (a
+    deployment's party builds the one it holds: ``fedsim.deploy.hospital``).
+    """
+    spec = load_spec(spec)
     fields = dict(spec["experiment"])
     for name, family in COMPONENT_FIELDS.items():
         fields[name] = tuple(from_settings(c, family, name) for c in fields[name])

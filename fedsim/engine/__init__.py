@@ -13,14 +13,12 @@
 """
 
 import logging
-import time
 
-from flwr.app import Message, MessageType, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
 
 from fedsim._flower import flower_log_level
-from fedsim.engine.apps import Outcome, make_client_app, serve
+from fedsim.engine.apps import HospitalTests, Outcome, make_client_app, serve
 from fedsim.engine.cohort import CohortRound
 from fedsim.engine.grid import InProcessGrid
 from fedsim.engine.ledger import PrivacyLedger
@@ -60,30 +58,19 @@ def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
         return _loop(plan)(grid, plan, hospital_of=lambda node_id: fed.hospitals[node_id - 1])
 
 
-def _discover_hospitals(grid: Grid, plan: Plan, wait_s: float = 120) -> dict[int, str]:
-    """Ask each node which hospital it serves (Flower's runtimes assign random node ids)."""
-    deadline = time.monotonic() + wait_s
-    while len(node_ids := list(grid.get_node_ids())) < plan.federation.n_hospitals:
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"only {len(node_ids)} of {plan.federation.n_hospitals} nodes registered")
-        time.sleep(0.1)  # the runtime registers its nodes while the ServerApp starts
-    queries = [Message(RecordDict(), node_id, MessageType.QUERY) for node_id in node_ids]
-    replies = grid.send_and_receive(queries)
-    hospitals = plan.federation.hospitals
-    return {r.metadata.src_node_id: hospitals[int(r.content["site"]["partition-id"])] for r in replies}
+def run_on_grid(grid: Grid, plan: Plan, hospital_of: dict[int, str]) -> Outcome:
+    """Run ``plan`` on the Grid of a Flower ServerApp whose nodes run ``client_app`` of their hospital's plan.
 
-
-def run_on_grid(grid: Grid, plan: Plan) -> Outcome:
-    """Run ``plan`` on the Grid of a Flower ServerApp whose nodes run ``client_app(plan)``.
-
-    Each node names its hospital by index in its node config (``partition-id``,
-    as Flower's simulation runtime sets it and ``flower-supernode
-    --node-config`` gives it).
+    ``hospital_of``: which hospital each node serves (the first round's
+    answer, ``fedsim.deploy.roster``). Where the plan's federation does not
+    hold every test split (a deployment's server holds none), each hospital
+    evaluates the global model on its own (``HospitalTests``).
     """
     plan.seal()
     check(plan, "deployment")
-    hospital_of = _discover_hospitals(grid, plan)
-    return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__)
+    nodes = {hospital: node for node, hospital in hospital_of.items()}
+    tests = None if plan.federation.holds_all else (lambda events: HospitalTests(plan, grid, nodes, events))
+    return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__, tests=tests)
 
 
 def check(plan: Plan, engine: str) -> None:

@@ -5,7 +5,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.app import Array, ArrayRecord, Context, Message, MessageType, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common import recorddict_compat as compat
@@ -18,7 +18,7 @@ from fedsim.engine.observers import ObservingGrid, TooFewEligible
 from fedsim.engine.plan import Plan
 from fedsim.engine.replies import ReplyCheck
 from fedsim.federation import Federation
-from fedsim.metrics import binary_metrics, tidy_metrics
+from fedsim.metrics import tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.training import local_rng, local_schedule, trainer_for
 
@@ -30,6 +30,7 @@ class Outcome:
     weights: list[np.ndarray]
     rows: list[dict]
     events: list[dict]
+    test: "TestPredictions"  # the final model's risks on the test splits it was evaluated on
 
 
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
@@ -81,33 +82,108 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
+        """The global model's risk for each of this hospital's test rows, with their labels (see HospitalTests)."""
         x, y = fed.test_rows(int(context.node_config["partition-id"]))
         p = trainer_for(model_fn, fed.n_features).predict(message.content["arrays"].to_numpy_ndarrays(), x)
-        scores = {k: v for k, v in binary_metrics(y, p).items() if np.isfinite(v)}
-        return Message(RecordDict({"metrics": MetricRecord({"num-examples": len(y), **scores})}), reply_to=message)
-
-    @app.query()
-    def identify(message: Message, context: Context) -> Message:
-        """Which hospital this node serves (the server's node-to-hospital map)."""
-        partition = int(context.node_config["partition-id"])
-        return Message(RecordDict({"site": ConfigRecord({"partition-id": partition})}), reply_to=message)
+        return Message(RecordDict({"test": ArrayRecord({"risks": Array(np.asarray(p, np.float32)),
+                                                        "labels": Array(np.asarray(y, np.float32))}),
+                                   "metrics": MetricRecord({"num-examples": len(y)})}), reply_to=message)
 
     return app
+
+
+@dataclass(frozen=True)
+class TestPredictions:
+    """A model's risks ``p`` for the pooled test rows, their labels ``y``, hospital ``i`` at ``offsets[i]:[i+1]``."""
+
+    y: np.ndarray
+    p: np.ndarray
+    offsets: np.ndarray
+
+
+class PooledTest:
+    """The test splits the simulator holds, every hospital's, predicted at once."""
+
+    def __init__(self, plan: Plan):
+        self.plan = plan
+
+    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> TestPredictions:
+        fed = self.plan.federation  # read each time: a policy may have left test splits out
+        return TestPredictions(fed.y_test, trainer.predict(weights, fed.x_test), fed.test_offsets)
+
+
+class HospitalTests:
+    """Each hospital evaluates the global model on its own test split (a deployment's server holds none).
+
+    Pooled AUROC ranks every test patient's risk against every other
+    hospital's, so it cannot be combined from per-hospital numbers: each
+    hospital replies with its test rows' risks and labels (no features, no
+    identifiers), and the server pools them. A hospital whose reply is missing
+    or malformed counts with no test rows that round, and the reason is logged.
+    """
+
+    def __init__(self, plan: Plan, grid: Grid, nodes: dict[str, int], events: list[dict]):
+        self.plan, self.grid, self.nodes, self.events = plan, grid, nodes, events
+
+    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> TestPredictions:
+        fed = self.plan.federation
+        asked = {self.nodes[h]: i for i, h in enumerate(fed.hospitals) if fed.n_test[i] > 0}
+        content = RecordDict({"arrays": ArrayRecord(weights)})
+        replies = self.grid.send_and_receive(
+            [Message(content, node, MessageType.EVALUATE) for node in asked], timeout=600)
+        found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        for reply in replies:
+            i = asked.get(reply.metadata.src_node_id)
+            if i is None:
+                continue
+            try:
+                found[i] = test_reply(reply, int(fed.n_test[i]))
+            except ValueError as error:
+                self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
+                                    "reason": str(error)})
+        for i in sorted(set(asked.values()) - set(found)):
+            if not any(e["round"] == server_round and e["hospital"] == fed.hospitals[i] for e in self.events):
+                self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
+                                    "reason": "no evaluation reply"})
+        parts = [found.get(i, (np.zeros(0, np.float32), np.zeros(0, np.float32))) for i in range(fed.n_hospitals)]
+        sizes = [len(y) for y, _ in parts]
+        return TestPredictions(np.concatenate([y for y, _ in parts]), np.concatenate([p for _, p in parts]),
+                               np.concatenate([[0], np.cumsum(sizes)]))
+
+
+def test_reply(reply: Message, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+    """A hospital's evaluation reply as (labels, risks), checked: ``n_test`` finite risks in [0, 1], 0/1 labels."""
+    if reply.has_error():
+        raise ValueError(f"evaluation failed: {reply.error.reason}")
+    try:
+        test = reply.content["test"]
+        y, p = test["labels"].numpy(), test["risks"].numpy()
+    except Exception as error:  # noqa: BLE001  (whatever a hostile reply holds)
+        raise ValueError(f"evaluation reply unreadable ({type(error).__name__})") from None
+    if y.shape != (n_test,) or p.shape != (n_test,):
+        raise ValueError(f"evaluation reply holds {p.shape} risks and {y.shape} labels, expected ({n_test},) each")
+    if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all() and np.isin(y, (0, 1)).all()):
+        raise ValueError("evaluation reply holds risks outside [0, 1] or labels other than 0/1")
+    return y.astype(np.float32), p.astype(np.float32)
 
 
 class GlobalEvaluation:
     """The server-side evaluation both server loops share: the global model on every test split.
 
     Call it with (round, weights) after each aggregation (round 0: the initial
-    model); it keeps the latest weights, the tidy rows and the progress bar, and
-    returns the global metrics, or None in rounds skipped by ``evaluate_every``.
+    model); it keeps the latest weights, the final test predictions, the tidy
+    rows and the progress bar, and returns the global metrics, or None in
+    rounds skipped by ``evaluate_every``. ``test``: where the test splits are
+    (``PooledTest`` in a simulation, ``HospitalTests`` on a Flower runtime).
     """
 
-    def __init__(self, plan: Plan):
+    def __init__(self, plan: Plan, test=None):
         self.plan = plan
+        self.test = test or PooledTest(plan)
         self.trainer = trainer_for(plan.model_fn, plan.federation.n_features)
         self.rows: list[dict] = []
         self.latest: list[np.ndarray] | None = None
+        self.predictions: TestPredictions | None = None
         self.progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
 
     def __call__(self, server_round: int, weights: list[np.ndarray]) -> dict[str, float] | None:
@@ -116,8 +192,8 @@ class GlobalEvaluation:
         if server_round % plan.evaluate_every and server_round != plan.rounds:
             self.progress.update()
             return None
-        p = self.trainer.predict(weights, fed.x_test)
-        new = tidy_metrics(server_round, fed.y_test, p, fed.test_offsets, list(fed.hospitals))
+        test = self.predictions = self.test(server_round, self.trainer, weights)
+        new = tidy_metrics(server_round, test.y, test.p, test.offsets, list(fed.hospitals))
         self.rows.extend(new)
         if server_round:
             self.progress.set_postfix(auroc=f"{new[0]['value']:.3f}")
@@ -129,9 +205,13 @@ def run_rounds(
     observing: ObservingGrid,
     plan: Plan,
     start: Callable[[ObservingGrid, GlobalEvaluation], None],
+    tests: Callable[[list[dict]], object] | None = None,
 ) -> Outcome:
-    """Run a server loop (``start``) on ``observing``; stop cleanly when too few hospitals are eligible."""
-    evaluation = GlobalEvaluation(plan)
+    """Run a server loop (``start``) on ``observing``; stop cleanly when too few hospitals are eligible.
+
+    ``tests(events)``: where the test splits are (default: held here, ``PooledTest``).
+    """
+    evaluation = GlobalEvaluation(plan, tests(observing.events) if tests is not None else None)
     # Flower samples hospitals with `random` and its DP wrappers and mods draw
     # noise from numpy's global generator (so does SecAgg+'s stochastic
     # rounding): seed both for reproducible runs.
@@ -147,11 +227,15 @@ def run_rounds(
             evaluation(state.completed_rounds, evaluation.latest)
     finally:
         evaluation.progress.close()
-    return Outcome(weights=evaluation.latest, rows=evaluation.rows, events=observing.events)
+    return Outcome(weights=evaluation.latest, rows=evaluation.rows, events=observing.events,
+                   test=evaluation.predictions)
 
 
-def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
-    """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round."""
+def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], tests=None) -> Outcome:
+    """Run the strategy for ``plan.rounds`` on ``grid``, evaluating the global model each round.
+
+    ``tests``: see ``run_rounds``.
+    """
     strategy, base = plan.strategy, plan.base_strategy
     observing = ObservingGrid(
         grid, hospital_of, plan.observers, [ReplyCheck(), *plan.screens], plan.eligibility,
@@ -172,4 +256,4 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
             evaluate_fn=evaluate,
         )
 
-    return run_rounds(observing, plan, start)
+    return run_rounds(observing, plan, start, tests)

@@ -105,7 +105,7 @@ def client_mods(plan: Plan) -> list[Callable]:
     mods = [swap.get(mod, mod) for mod in plan.client_mods()]
     if mods[:1] != [secaggplus_mod]:
         raise ValueError("privacy: a SecAgg+ run needs secaggplus_mod as its outermost mod (fedsim.privacy.SecAgg)")
-    claims = plan.secagg.max_weight or float(np.diff(plan.federation.train_offsets).max())
+    claims = plan.secagg.max_weight or float(plan.federation.n_train.max())
     return [secaggplus_mod, InputCheck(claims, uniform=_client_side_dp(plan) is not None), *mods[1:]]
 
 
@@ -113,7 +113,7 @@ def max_weight(plan: Plan) -> float:
     """The largest weight a hospital may bring to the masked sum (1 under central DP: uniform weights)."""
     if _client_side_dp(plan) is not None:
         return 1.0
-    return plan.secagg.max_weight or float(np.diff(plan.federation.train_offsets).max())
+    return plan.secagg.max_weight or float(plan.federation.n_train.max())
 
 
 class _CalibratedLegacyDP(LegacyClientSideFixedClipping):
@@ -212,7 +212,7 @@ def check_plan(plan: Plan) -> tuple[float, int, int]:
     return fraction, min_fit, min_available
 
 
-def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> Outcome:
+def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], tests=None) -> Outcome:
     """``serve`` for a Plan with ``secagg`` set: FedAvg whose every fit round is SecAgg+."""
     settings = plan.secagg
     fraction, min_fit, min_available = check_plan(plan)
@@ -265,7 +265,7 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str]) -> O
     quiet = _LoggedAsEvents()
     logging.getLogger("flwr").addFilter(quiet)
     try:
-        return run_rounds(observing, plan, start)
+        return run_rounds(observing, plan, start, tests)
     finally:
         observing.closed = True
         logging.getLogger("flwr").removeFilter(quiet)

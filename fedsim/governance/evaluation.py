@@ -3,7 +3,7 @@
 - ``provenance(fed)``: where the data came from, as plain data the report puts
   in words (a synthetic scenario with its knobs, or the user's table and its
   columns) and, for tables, how the preprocessor was fitted;
-- ``evaluation(weights, ...)``: per hospital and on the pooled test set, the
+- ``evaluation(y, p, ...)``: per hospital and on the pooled test set, the
   final model's test size, events (positive outcomes), AUROC with its DeLong
   95% interval (DeLong, DeLong & Clarke-Pearson 1988, the default of R's
   pROC; O(n log n), so it is cheap on a pooled set of 10^5 patients), AUPRC
@@ -35,9 +35,10 @@ Z95 = float(stats.norm.ppf(0.975))
 
 def provenance(fed) -> dict:
     """Where a federation's data came from (``Federation.provenance`` or, for the user's own, its columns)."""
-    found = {"name": fed.name, "n_hospitals": fed.n_hospitals, "n_train": int(len(fed.y_train)),
-             "n_test": int(len(fed.y_test)), "target": fed.target, "site": fed.site,
-             "events_train": int(fed.y_train.sum()), "images": fed.image_shape is not None}
+    roster = fed.roster
+    found = {"name": fed.name, "n_hospitals": fed.n_hospitals, "n_train": int(roster["n_train"].sum()),
+             "n_test": int(roster["n_test"].sum()), "target": fed.target, "site": fed.site,
+             "events_train": int(roster["events_train"].sum()), "images": fed.image_shape is not None}
     given = fed.provenance or {}
     if given.get("source") == "synthetic":
         found.update(given)
@@ -167,23 +168,23 @@ def reliability(y: np.ndarray, p: np.ndarray, bins: int = 10) -> list[dict]:
             for k, part in enumerate(np.array_split(order, min(bins, len(y)))) if len(part)]
 
 
-def evaluation(predict, fed, released: set[str]) -> dict:
+def evaluation(y, p, offsets, hospitals, released: set[str]) -> dict:
     """Per released hospital and ``"global"``: ``scores`` of the final model; ``reliability`` of the pooled set.
 
-    ``predict(x) -> risks``; ``fed`` is the federation the run evaluated on
-    (its test splits); ``released``: the scopes whose metrics the run released.
-    ``pooled_only`` is true when the federation has more than
-    ``DETAILED_HOSPITALS`` hospitals and only the pooled set was evaluated.
+    ``p``: the final model's risks for the pooled test rows ``y``, hospital
+    ``i``'s at ``offsets[i]:offsets[i + 1]`` (of ``hospitals``); ``released``:
+    the scopes whose metrics the run released. ``pooled_only`` is true when
+    there are more than ``DETAILED_HOSPITALS`` hospitals and only the pooled
+    set was evaluated.
     """
-    p = np.asarray(predict(fed.x_test), np.float64)
-    y = np.asarray(fed.y_test, np.float64)
+    p, y = np.asarray(p, np.float64), np.asarray(y, np.float64)
     found = {}
     if "global" in released:
         found["global"] = scores(y, p)
-    pooled_only = fed.n_hospitals > DETAILED_HOSPITALS
-    for i, hospital in enumerate([] if pooled_only else fed.hospitals):
+    pooled_only = len(hospitals) > DETAILED_HOSPITALS
+    for i, hospital in enumerate([] if pooled_only else hospitals):
         if hospital in released:
-            lo, hi = fed.test_offsets[i], fed.test_offsets[i + 1]
+            lo, hi = offsets[i], offsets[i + 1]
             found[hospital] = scores(y[lo:hi], p[lo:hi])
     return {"scopes": found, "reliability": reliability(y, p) if "global" in released else [],
             "pooled_only": pooled_only}

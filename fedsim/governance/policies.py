@@ -81,8 +81,11 @@ def without_test_rows(fed: Federation, hospitals: set[str]) -> Federation:
         if hospital in hospitals:
             keep[fed.test_offsets[i]:fed.test_offsets[i + 1]] = False
             sizes[i] = 0
+    reported = fed.reported
+    if reported is not None:  # a party without every hospital's rows: the roster says who is evaluated
+        reported = reported.assign(n_test=np.where(reported.index.isin(list(hospitals)), 0, reported["n_test"]))
     return dataclasses.replace(fed, x_test=fed.x_test[keep], y_test=fed.y_test[keep],
-                               test_offsets=np.concatenate([[0], np.cumsum(sizes)]))
+                               test_offsets=np.concatenate([[0], np.cumsum(sizes)]), reported=reported)
 
 
 class PolicyEnforcer:
@@ -92,8 +95,7 @@ class PolicyEnforcer:
         self.policies = policies
         self.plan = plan
         fed = plan.federation
-        self.records = {h: int(np.diff(fed.train_offsets)[i] + np.diff(fed.test_offsets)[i])
-                        for i, h in enumerate(fed.hospitals)}
+        self.records = {h: int(fed.n_train[i] + fed.n_test[i]) for i, h in enumerate(fed.hospitals)}
         self.enforcements: list[dict] = []
         self._seen: set[tuple] = set()
         self._drained = 0
@@ -128,7 +130,7 @@ class PolicyEnforcer:
             fed = plan.federation
             for i, hospital in enumerate(fed.hospitals):
                 if hospital in no_eval:
-                    n = int(fed.test_offsets[i + 1] - fed.test_offsets[i])
+                    n = int(fed.n_test[i])
                     self._enforce(0, hospital, "evaluate", "test split left out of evaluation",
                                   f"policy: evaluate=false; its {n} test rows are not used")
             plan.federation = without_test_rows(fed, no_eval)

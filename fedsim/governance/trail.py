@@ -92,16 +92,8 @@ def versions() -> dict[str, str]:
 
 def fingerprints(fed) -> dict[str, dict]:
     """Per hospital: record counts and SHA-256 of its preprocessed train and test rows (never the rows)."""
-    prints = {}
-    for i, hospital in enumerate(fed.hospitals):
-        h = hashlib.sha256()
-        for x, y in (fed.train_rows(i), fed.test_rows(i)):
-            h.update(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-            h.update(np.ascontiguousarray(y, dtype=np.float32).tobytes())
-        prints[hospital] = {"n_train": int(fed.train_offsets[i + 1] - fed.train_offsets[i]),
-                            "n_test": int(fed.test_offsets[i + 1] - fed.test_offsets[i]),
-                            "sha256": h.hexdigest()}
-    return prints
+    return {hospital: {"n_train": int(row.n_train), "n_test": int(row.n_test), "sha256": row.sha256}
+            for hospital, row in fed.roster.iterrows()}
 
 
 def strategy_chain(strategy) -> list:
@@ -341,8 +333,8 @@ class Governance:
         """The metrics the policies allow to be released."""
         return metrics if self.enforcer is None else self.enforcer.release(metrics)
 
-    def finish(self, result, events: list[dict]) -> None:
-        """Write the policy enforcements left, the result, and the closing entry."""
+    def finish(self, result, events: list[dict], test) -> None:
+        """Write the policy enforcements left, the result (``test``: its final test predictions), the closing entry."""
         if self.enforcer is not None:
             result.tables["policy"] = self.enforcer.table()  # with the suppressions made at release
         self.trail.write_policies()
@@ -363,7 +355,7 @@ class Governance:
                       "n_features": result.federation.n_features,
                       "features": list(getattr(result.federation.preprocessor, "features", [])),
                       "target": result.federation.target, "weights_sha256": digest_w},
-            "evaluation": evaluation(lambda x: trainer.predict(result.weights, x), self.plan.federation,
+            "evaluation": evaluation(test.y, test.p, test.offsets, self.plan.federation.hospitals,
                                      set(result.metrics.scope)),
         })
         audits = result.tables.get("privacy_audit")

@@ -46,7 +46,7 @@ class DPSGD(Component):
         plan.train_settings.update({"dpsgd-clip": float(self.l2_norm_clip),
                                     "dpsgd-noise": float(self.noise_multiplier)})
         fed = plan.federation
-        n_train = {h: int(fed.train_offsets[i + 1] - fed.train_offsets[i]) for i, h in enumerate(fed.hospitals)}
+        n_train = {h: int(fed.n_train[i]) for i, h in enumerate(fed.hospitals)}
         delta = {h: check_delta(self.delta or default_delta(n), n, f"record of {h}", self.allow_large_delta)
                  for h, n in n_train.items()}
         plan.privacy_ledger().add(Charge(

@@ -188,7 +188,7 @@ def _audit_run(label: str, experiment: Experiment, audit: Canaries) -> Experimen
         privacy = tuple(p for p in privacy if not isinstance(p, SecAggSettings)) or None
     if level == "record":  # at most half of the hospital's rows
         i = hospital_index(plan, audit.hospital)
-        audit = dataclasses.replace(audit, n=min(audit.n, int(np.diff(plan.federation.train_offsets)[i]) // 2))
+        audit = dataclasses.replace(audit, n=min(audit.n, int(plan.federation.n_train[i]) // 2))
     return experiment.replace(privacy=privacy, audit=audit, name=f"{label} | audit")
 
 
@@ -394,8 +394,8 @@ def _write_log(assessment: Assessment, path: Path, owner, require, key) -> None:
                       if "candidate" in assessment.audits else []),
             "attacks": assessment.attacks[assessment.attacks.candidate == label].to_dict(orient="records"),
             "skipped": assessment.skipped[assessment.skipped.candidate == label].to_dict(orient="records"),
-            "evaluation": evaluation(lambda x, t=trainer, w=first.weights: t.predict(w, x), fed,
-                                     set(first.metrics.scope)),
+            "evaluation": evaluation(fed.y_test, trainer.predict(first.weights, fed.x_test), fed.test_offsets,
+                                     fed.hospitals, set(first.metrics.scope)),
             "runs": runs,
         })
     log.append("result", {"decision": table, "columns": COLUMNS})

@@ -1,44 +1,67 @@
-"""The ClientApp of an exported fedsim experiment: it serves the hospital its node config names (``partition-id``).
+"""The ClientApp of an exported fedsim experiment: one hospital, holding its own rows only.
 
-The experiment is rebuilt from the run config once per process (and kept for
-the next messages, so a long-lived ClientApp process builds it once).
+The node config names the hospital (``partition-id``, and ``data-path`` for
+a table federation: ``fedsim.deploy.hospital``). The first round's queries
+load its rows and build its federation and ClientApp; they are kept for the
+run's later messages (a long-lived ClientApp process loads them once; one
+process of Flower's simulation runtime may serve several hospitals).
 """
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 
-from fedsim.deploy.spec import experiment_fields
+from fedsim.deploy.hospital import STEP, Hospital, read, reply, roster_from
+from fedsim.deploy.spec import experiment_fields, load_spec
 from fedsim.engine import client_app
 from fedsim.experiment import Experiment
+from fedsim.federation import Preprocessor
 
 app = ClientApp()
-_BUILT: dict[str, ClientApp] = {}  # the run config's spec -> the experiment's ClientApp
+_HOSPITALS: dict[tuple, Hospital] = {}  # (spec, node config) -> the hospital this process serves
 
 
-def hospital_app(context: Context) -> ClientApp:
-    """The experiment's own ClientApp (mods included), built on the first message of a run."""
+def hospital(context: Context) -> Hospital:
+    """This node's hospital, its rows loaded on the run's first message."""
     spec = str(context.run_config["spec"])
-    if spec not in _BUILT:
-        _BUILT.clear()
-        plan = Experiment(**experiment_fields(spec)).build_plan()
-        plan.seal()
-        _BUILT[spec] = client_app(plan)
-    return _BUILT[spec]
+    key = (spec, tuple(sorted((k, str(v)) for k, v in context.node_config.items())))
+    if key not in _HOSPITALS:
+        for old in [k for k in _HOSPITALS if k[0] != spec]:  # another run's hospitals
+            del _HOSPITALS[old]
+        _HOSPITALS[key] = Hospital(load_spec(spec), context.node_config)
+    return _HOSPITALS[key]
+
+
+def built(context: Context) -> ClientApp:
+    """The hospital's ClientApp (mods included), built at the first round's setup."""
+    app_of = hospital(context).app
+    if app_of is None:
+        raise RuntimeError("this hospital got a training or evaluation message before the first round's setup")
+    return app_of
 
 
 @app.train()
 def train(message: Message, context: Context) -> Message:
-    """Local training of this node's hospital."""
-    return hospital_app(context)(message, context)
+    """Local training on this hospital's rows."""
+    return built(context)(message, context)
 
 
 @app.evaluate()
 def evaluate(message: Message, context: Context) -> Message:
-    """The global model on this node's hospital's test split."""
-    return hospital_app(context)(message, context)
+    """The global model on this hospital's test split."""
+    return built(context)(message, context)
 
 
 @app.query()
 def query(message: Message, context: Context) -> Message:
-    """Which hospital this node serves."""
-    return hospital_app(context)(message, context)
+    """The first round: this hospital's statistics, then its setup with the server's roster and preprocessor."""
+    own = hospital(context)
+    step = str(message.content["fedsim"][STEP])
+    if step == "statistics":
+        return reply(message, **own.statistics())
+    sent = read(message)
+    pre = Preprocessor.from_settings(sent["preprocessor"]) if sent["preprocessor"] is not None else None
+    fed = own.federation(roster_from(sent["roster"]), pre)
+    plan = Experiment(**experiment_fields(own.spec, federation=fed)).build_plan()
+    plan.seal()
+    own.app = client_app(plan)
+    return reply(message, **{k: (int(v) if k != "sha256" else v) for k, v in fed.roster.loc[own.hospital].items()})

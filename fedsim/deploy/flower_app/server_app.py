@@ -1,7 +1,10 @@
-"""The ServerApp of an exported fedsim experiment: rebuild it from the run config, run it, write its Result.
+"""The ServerApp of an exported fedsim experiment: the first round, then the experiment, then its Result.
 
-Run config: ``spec`` (the experiment as JSON, ``fedsim.deploy.spec``) and
-``out-dir`` (where the Result and the audit log go; empty: a fresh folder
+The server holds no hospital's rows: the first round (``fedsim.deploy.roster``)
+gathers the roster and fits the shared preprocessor from the hospitals'
+statistics; the hospitals evaluate each global model on their own test
+splits. Run config: ``spec`` (the experiment as JSON, ``fedsim.deploy.spec``)
+and ``out-dir`` (where the Result and the audit log go; empty: a fresh folder
 under $FEDSIM_RESULTS or the temp dir, named in the log).
 """
 
@@ -12,7 +15,8 @@ from flwr.app import Context, Message
 from flwr.serverapp import Grid, ServerApp
 
 from fedsim.deploy.outputs import write_result
-from fedsim.deploy.spec import experiment_fields
+from fedsim.deploy.roster import first_round
+from fedsim.deploy.spec import experiment_fields, load_spec
 from fedsim.experiment import Experiment
 
 app = ServerApp()
@@ -45,7 +49,9 @@ class PromptGrid:
 def main(grid: Grid, context: Context) -> None:
     """Run the experiment on the federation behind ``grid``."""
     out = str(context.run_config.get("out-dir", "")) or None
-    experiment = Experiment(**experiment_fields(str(context.run_config["spec"])), out=out)
-    result = experiment.run_on(PromptGrid(grid))
+    spec, grid = load_spec(str(context.run_config["spec"])), PromptGrid(grid)
+    federation, hospital_of = first_round(grid, spec)
+    experiment = Experiment(**experiment_fields(spec, federation=federation), out=out)
+    result = experiment.run_on(grid, hospital_of)
     folder = write_result(result, result.audit_path.parent)
     print(f"fedsim: wrote the result of {result.name!r} to {folder}", flush=True)
