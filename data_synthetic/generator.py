@@ -11,8 +11,16 @@ import pandas as pd
 
 from . import scm
 from .cards import ScenarioCard, load_card
-from .knobs import (KNOBS, MAX_HOSPITALS, MAX_PATIENTS, MAX_SEED, MIN_PATIENTS, chosen_hospitals, hospital_streams,
-                    hospital_table)
+from .knobs import (
+    KNOBS,
+    MAX_HOSPITALS,
+    MAX_PATIENTS,
+    MAX_SEED,
+    MIN_PATIENTS,
+    chosen_hospitals,
+    hospital_streams,
+    hospital_table,
+)
 
 STREAMS = KNOBS  # federation-level: one stream per knob (hospital_table); patients: per hospital
 

@@ -467,7 +467,9 @@ class Federation:
         if not np.array_equal(told.to_numpy(np.int64), mine[["n_train", "n_test"]].to_numpy(np.int64)):
             raise ValueError(f"roster: the rows held here ({mine[['n_train', 'n_test']].to_dict('index')}) are not "
                              f"those the roster names ({told.to_dict('index')})")
-        return dataclasses.replace(held, reported=roster)
+        reported = roster.copy()
+        reported.loc[mine.index, list(ROSTER)] = mine  # what this party computes of its own rows
+        return dataclasses.replace(held, reported=reported)
 
     @classmethod
     def _split(cls, x, y, site_of, is_test, hospitals=None, **fields) -> "Federation":
@@ -710,4 +712,5 @@ def synthetic_federation(
 def _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs) -> dict:
     """A synthetic federation's provenance: the generator's settings, as plain data."""
     return {"source": "synthetic", "scenario": scenario, "n_hospitals": n_hospitals, "n_patients": n_patients,
-            "seed": seed, "test_size": test_size, "knobs": {k: float(v) for k, v in knobs.items()}}
+            "seed": seed, "test_size": test_size,
+            "knobs": {k: int(v) if k == "image_size" else float(v) for k, v in knobs.items()}}

@@ -82,7 +82,8 @@ class Hospital:
                                        about["positive"], local=True)
         if self.images is not None:
             self.images = self.images[self.rows.pop("_image").to_numpy()]
-        self.app: ClientApp | None = None  # this hospital's ClientApp, built at setup
+        self.held: Federation | None = None  # this hospital's federation (its rows, the roster), built at setup
+        self.app: ClientApp | None = None  # its ClientApp
 
     def _synthetic(self, settings: dict, index: int) -> tuple[pd.DataFrame, list[str] | None]:
         """Generate this hospital alone: its rows and feature columns (None for scans)."""

@@ -60,7 +60,7 @@ def query(message: Message, context: Context) -> Message:
         return reply(message, **own.statistics())
     sent = read(message)
     pre = Preprocessor.from_settings(sent["preprocessor"]) if sent["preprocessor"] is not None else None
-    fed = own.federation(roster_from(sent["roster"]), pre)
+    fed = own.held = own.federation(roster_from(sent["roster"]), pre)
     plan = Experiment(**experiment_fields(own.spec, federation=fed)).build_plan()
     plan.seal()
     own.app = client_app(plan)
