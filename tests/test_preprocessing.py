@@ -21,8 +21,8 @@ def _same_inputs(pooled: fs.Federation, federated: fs.Federation) -> None:
 @pytest.mark.parametrize("scenario", ["icu_mortality", "readmission_30d"])
 def test_federated_preprocessing_gives_the_pooled_model_inputs(scenario):
     settings = dict(n_hospitals=5, n_patients=1500, seed=4, **SHIFTED)
-    pooled = fs.synthetic_federation(scenario, **settings)
-    federated = fs.synthetic_federation(scenario, preprocessing="federated", **settings)
+    pooled = fs.synthetic_federation(scenario, preprocessing="pooled", **settings)
+    federated = fs.synthetic_federation(scenario, **settings)  # the default
     assert pooled.preprocessor.flagged and pooled.preprocessor.categorical  # missing values and categories
     _same_inputs(pooled, federated)
     assert (pooled.provenance["preprocessing"], federated.provenance["preprocessing"]) == ("pooled", "federated")
@@ -37,8 +37,8 @@ def test_federated_preprocessing_of_a_table_with_uneven_columns(mixed_table):
         constant=7.0, empty=np.nan,
         big=1e6 + rng.normal(0, 1, len(mixed_table)))  # a large mean beside a unit spread
     args = dict(target="outcome", site="site", positive="died", seed=3)
-    pooled = fs.Federation.from_dataframe(table, **args)
-    federated = fs.Federation.from_dataframe(table, preprocessing="federated", **args)
+    pooled = fs.Federation.from_dataframe(table, preprocessing="pooled", **args)
+    federated = fs.Federation.from_dataframe(table, **args)
     assert "ward=burns" in pooled.feature_names and "empty_missing" in pooled.feature_names
     _same_inputs(pooled, federated)
 
@@ -81,7 +81,7 @@ def test_a_bad_preprocessing_value_is_refused_by_name(mixed_table):
     with pytest.raises(ValueError, match="^preprocessing: must be one of"):
         fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, preprocessing=None)
     with pytest.raises(ValueError, match="^preprocessing: 'lesion_scans' keeps pixels as they are"):
-        fs.synthetic_federation("lesion_scans", n_hospitals=3, n_patients=300, preprocessing="federated")
+        fs.synthetic_federation("lesion_scans", n_hospitals=3, n_patients=300, preprocessing="pooled")
 
 
 @pytest.mark.parametrize("preprocessing, words", [

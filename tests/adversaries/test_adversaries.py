@@ -15,8 +15,11 @@ def _experiment(fed, **kw):
 
 
 def test_sign_flipping_breaks_fedavg_and_a_robust_aggregator_holds(iid_fed):
-    """Done-when: 20 % sign-flippers cost FedAvg >= 0.1 AUROC; a robust aggregator stays within 0.03."""
-    attack = A.SignFlip(hospitals=0.2)
+    """Done-when: 20 % sign-flippers cost FedAvg >= 0.1 AUROC; a robust aggregator stays within 0.03.
+
+    Two flippers of ten outweigh the eight honest hospitals once each sends more than 4x its update reversed
+    (2 x 6 > 8); at the default 4x the mean update cancels out and FedAvg only stalls."""
+    attack = A.SignFlip(hospitals=0.2, scale=6.0)
     clean = _experiment(iid_fed).run().final("auroc")
     attacked = _experiment(iid_fed, adversaries=attack).run().final("auroc")
     robust = {

@@ -210,10 +210,13 @@ def test_concept_shift_changes_the_outcome_at_protocol_hospitals_only():
     after = lactate_log_or(shifted.patients, at_protocol) - lactate_log_or(shifted.patients, ~at_protocol)
     assert abs(before) < 0.3 and after < -0.5
 
-    readmission = gen("readmission_30d", concept_shift=1.0).patients
-    rows = readmission["hospital"].isin(protocol_ids)
-    y, hf = readmission["readmitted_30d"], readmission["heart_failure"] == 1
-    assert log_odds_ratio(y[rows], hf[rows], ~hf[rows]) < log_odds_ratio(y[~rows], hf[~rows], ~hf[~rows]) - 0.3
+    # The same patients (common random numbers) with and without transitional care at the protocol hospitals:
+    # heart failure's log odds ratio of readmission drops (its coefficient 0.7 is multiplied by 0.3 there).
+    usual, cared = gen("readmission_30d").patients, gen("readmission_30d", concept_shift=1.0).patients
+    rows, hf = cared["hospital"].isin(protocol_ids), cared["heart_failure"] == 1
+    y, y_cared = usual["readmitted_30d"], cared["readmitted_30d"]
+    assert log_odds_ratio(y_cared[rows], hf[rows], ~hf[rows]) < log_odds_ratio(y[rows], hf[rows], ~hf[rows]) - 0.25
+    assert (y_cared[~rows] == y[~rows]).all()
 
 
 OWNED = {
@@ -296,3 +299,27 @@ def test_one_million_patients_across_ten_thousand_hospitals():
     assert cohort.hospitals.shape[0] == 10_000 and cohort.hospitals["hospital"].iloc[-1] == "H9999"
     assert cohort.hospitals["n_patients"].min() >= 20
     assert cohort.patients.memory_usage(deep=True).sum() < 80e6
+
+
+@pytest.mark.parametrize("scenario", ["icu_mortality", "readmission_30d"])
+def test_one_hospital_is_generated_alone_with_its_rows_in_the_federation(scenario):
+    knobs = dict.fromkeys(ds.KNOBS, 1.0)
+    whole = ds.generate(scenario, n_hospitals=6, seed=11, **knobs)
+    for i in (0, 4):
+        alone = ds.generate(scenario, n_hospitals=6, seed=11, hospitals=[i], **knobs)
+        mine = whole.patients[whole.patients.hospital == f"H{i:03d}"].reset_index(drop=True)
+        pd.testing.assert_frame_equal(alone.patients, mine)
+        pd.testing.assert_frame_equal(alone.hospitals, whole.hospitals)  # every hospital's parameters, no rows
+    both = ds.generate(scenario, n_hospitals=6, seed=11, hospitals=[4, 1], **knobs).patients
+    assert sorted(both.hospital.unique()) == ["H001", "H004"] and len(both) == whole.hospitals.n_patients[[1, 4]].sum()
+    scans = ds.generate_scans(n_hospitals=4, seed=2)
+    alone = ds.generate_scans(n_hospitals=4, seed=2, hospitals=[2])
+    np.testing.assert_array_equal(alone.images, scans.images[(scans.patients.hospital == "H002").to_numpy()])
+
+
+@pytest.mark.parametrize("hospitals, words", [
+    ([6], r"expected indices 0 \.\. 5, got \[6\]"), ([], "got none"), ("H001", "expected a list"), ([True], "True"),
+])
+def test_a_bad_hospital_choice_is_refused_by_name(hospitals, words):
+    with pytest.raises(ValueError, match=f"^hospitals: .*{words}"):
+        ds.generate("icu_mortality", n_hospitals=6, hospitals=hospitals)

@@ -67,10 +67,11 @@ DEFENDED = dict(privacy=fs.privacy.DPSGD(noise_multiplier=1.0), adversaries=fs.a
                 defenses=fs.defenses.NormBound())
 
 
-ATTACKED = dict(observers=[fs.attacks.GradientInversion(hospital="H001", round=1, method="idlg", steps=100)])
+# Hospitals drop out of rounds, and H000's test split stays out of evaluation (the hospitals evaluate).
+UNRELIABLE = dict(availability=fs.availability.Dropout(0.4), policies={"H000": fs.governance.Policy(evaluate=False)})
 
 
-@pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("ray", ATTACKED)],
+@pytest.mark.parametrize("engine, changes", [("deployment", {}), ("deployment", DEFENDED), ("ray", UNRELIABLE)],
                          ids=["deployment-fedavg", "deployment-dpsgd-signflip-normbound", "ray-alias-of-simulation"])
 def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, request, tmp_path, engine, changes):
     """The simulation runtime starts and stops its own processes; the deployment runs share the ``deployment``
@@ -86,7 +87,7 @@ def test_flowers_runtimes_match_inprocess_and_stop_every_process(monkeypatch, re
     deployed = experiment.replace(engine=engine, out=tmp_path / "run").run()
 
     np.testing.assert_allclose(global_auroc(deployed), global_auroc(reference), rtol=0, atol=1e-6)
-    for name in ("privacy", "adversaries", "defenses", "attacks"):  # the ledger and the attacks' records, equal
+    for name in ("privacy", "adversaries", "defenses", "attacks", "policy"):  # the ledger, attacks, policies: equal
         if name in reference.tables:
             pd.testing.assert_frame_equal(deployed.tables[name].reset_index(drop=True),
                                           reference.tables[name].reset_index(drop=True), check_dtype=False,

@@ -38,4 +38,4 @@ def test_a_table_federation_is_exported_as_its_path(tmp_path):
     assert main(["export", str(tmp_path / "config.yaml"), "--out", str(tmp_path / "app")]) == 0
     spec = json.loads(app_config(tmp_path / "app")["config"]["spec"])
     assert spec["federation"] == {"table": {"path": str(table), "target": fed.target, "site": fed.site,
-                                            "preprocessing": "pooled"}}
+                                            "preprocessing": "federated", "hospitals": ["H000", "H001"]}}

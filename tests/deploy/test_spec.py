@@ -46,26 +46,41 @@ def test_a_table_federation_travels_as_its_path(fed, tmp_path):
     ({"model": MODELS["logreg"]}, "model"),
     ({"client_mods": [lambda message, context, call_next: call_next(message, context)]}, "client_mods"),
     ({"audit_key": b"0123456789abcdef0123456789abcdef"}, "audit_key"),
+    ({"observers": [fs.attacks.GradientInversion(hospital="H001", round=1)]}, "observers: gradient_inversion scores"),
+    ({"defenses": [fs.defenses.TrustScore()]}, "defenses: trust_score draws its root dataset"),
+    ({"adversaries": [fs.adversaries.ModelReplacement(hospitals=["H001"])]}, "adversaries: model_replacement"),
 ])
 def test_what_cannot_travel_is_refused_by_name(fed, change, field):
     experiment = fs.Experiment(federation=fed, model="logreg", rounds=1)
-    with pytest.raises(ValueError, match=f"^{field}: "):
+    with pytest.raises(ValueError, match=f"^{field}"):
         to_spec(experiment.replace(**change))
 
 
-def test_federated_preprocessing_travels_in_the_spec(tmp_path):
-    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=1, preprocessing="federated")
+def test_components_that_read_rows_at_the_server_say_why_they_cannot_travel(fed):
+    """A Flower federation's server holds no hospital's rows: what needs them there says so and stays in-process."""
+    reading = {c.name for family in fs.components.REGISTRY.values() for c in family.values() if c.server_reads_rows}
+    assert reading == {"gradient_inversion", "trust_score", "model_replacement"}
+    with pytest.raises(ValueError, match="the server of a Flower federation holds no hospital's rows; run it with "
+                                         "engine='inprocess'"):
+        to_spec(fs.Experiment(federation=fed, defenses=[fs.defenses.TrustScore()]))
+
+
+def test_only_federated_preprocessing_travels(tmp_path):
+    """No party of a Flower federation holds the pooled rows a pooled fit needs."""
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=1)
     spec = to_spec(fs.Experiment(federation=fed, model="logreg", rounds=1))
     assert spec["federation"]["synthetic"]["preprocessing"] == "federated"
     again = experiment_fields(json.dumps(spec))["federation"]
     assert again.preprocessor.fitting == "federated"
     np.testing.assert_array_equal(again.x_train, fed.x_train)
+    pooled = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=1, preprocessing="pooled")
+    with pytest.raises(ValueError, match="^federation.preprocessing: 'pooled' fits on every hospital's rows"):
+        to_spec(fs.Experiment(federation=pooled, model="logreg", rounds=1))
     table = tmp_path / "hospitals.csv"
     fed.data.drop(columns="split").to_csv(table, index=False)
-    loaded = fs.Federation.from_dataframe(pd.read_csv(table), target=fed.target, site=fed.site,
-                                          preprocessing="federated")
+    loaded = fs.Federation.from_dataframe(pd.read_csv(table), target=fed.target, site=fed.site)
     experiment = fs.Experiment(federation=loaded, model="logreg", rounds=1)
     where = {"path": str(table), "target": fed.target, "site": fed.site}
     assert to_spec(experiment, federation=where)["federation"]["table"]["preprocessing"] == "federated"
-    with pytest.raises(ValueError, match="^federation.preprocessing: 'pooled', but the experiment's federation"):
+    with pytest.raises(ValueError, match="^federation.preprocessing: 'pooled'; a Flower federation fits it"):
         to_spec(experiment, federation={**where, "preprocessing": "pooled"})

@@ -25,6 +25,13 @@ PREPROCESSING = {  # how the preprocessor (standardisation, imputation, categori
                  "and variances (sums and sums of squares), and the set of categories it has (a rare category can "
                  "single out one of its patients)",
 }
+HELD_BY_HOSPITALS = (  # a Flower runtime: each hospital holds its own rows only, and evaluates on them itself
+    "**Where the records are**: each hospital loaded and kept its own records only; the server held none. In a "
+    "first round each hospital told the server its record counts, its outcome events among its training records, "
+    "a SHA-256 fingerprint of its rows and the preprocessing statistics above. **Evaluation**: each hospital "
+    "evaluated every global model on its own test records and sent the server each test patient's predicted risk "
+    "and outcome (no features, no identifiers), because a pooled AUROC ranks every patient's risk against every "
+    "other hospital's patients and cannot be combined from per-hospital figures")
 
 
 def banners(doc: Doc, run: Run, baseline: Run | None) -> None:
@@ -103,7 +110,10 @@ def data(doc: Doc, run: Run) -> None:
                  f"**Size**: {sizes}",
                  f"**Outcome column** {code(d.get('target', '?'))}, **site column** {code(d.get('site', '?'))}",
                  f"**Feature columns** ({len(columns)}): {shown or NA}"]
-    doc.items(lines + ([PREPROCESSING[d["preprocessing"]]] if d.get("preprocessing") in PREPROCESSING else []))
+    lines += [PREPROCESSING[d["preprocessing"]]] if d.get("preprocessing") in PREPROCESSING else []
+    if run.start.get("config", {}).get("engine") in ("deployment", "simulation"):
+        lines.append(HELD_BY_HOSPITALS)
+    doc.items(lines)
 
 
 def audit_log(doc: Doc, run: Run) -> None:
