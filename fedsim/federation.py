@@ -694,7 +694,7 @@ def synthetic_federation(
         fed = Federation.from_images(scans.images, scans.patients["lesion"], scans.patients["hospital"],
                                      test_size=test_size, seed=seed, name=scenario, data=scans.patients,
                                      target="lesion", site="hospital")
-        return dataclasses.replace(fed, sites=scans.hospitals, provenance=_synthetic(
+        return dataclasses.replace(fed, sites=scans.hospitals, provenance=synthetic_provenance(
             scenario, n_hospitals, n_patients, seed, test_size, {"image_size": fed.image_shape[0], **knobs}))
     if image_size is not None:
         raise ValueError(f"image_size: only for image scenarios {list(data_synthetic.IMAGE_SCENARIOS)}, "
@@ -705,11 +705,11 @@ def synthetic_federation(
     cohort = data_synthetic.generate(scenario, n_hospitals=n_hospitals, n_patients=n_patients, seed=seed, **knobs)
     fed = Federation.from_dataframe(cohort.patients, target=cohort.card.target, site="hospital",
                                     test_size=test_size, seed=seed, name=scenario, preprocessing=preprocessing)
-    provenance = _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs)
+    provenance = synthetic_provenance(scenario, n_hospitals, n_patients, seed, test_size, knobs)
     return dataclasses.replace(fed, sites=cohort.hospitals, provenance={**provenance, "preprocessing": preprocessing})
 
 
-def _synthetic(scenario, n_hospitals, n_patients, seed, test_size, knobs) -> dict:
+def synthetic_provenance(scenario, n_hospitals, n_patients, seed, test_size, knobs) -> dict:
     """A synthetic federation's provenance: the generator's settings, as plain data."""
     return {"source": "synthetic", "scenario": scenario, "n_hospitals": n_hospitals, "n_patients": n_patients,
             "seed": seed, "test_size": test_size,

@@ -4,8 +4,9 @@ The folder holds ``pyproject.toml`` (``[tool.flwr.app]``: the components and
 the run config, the experiment's spec as one JSON string plus ``out-dir``)
 and the ``fedsim_app`` package (``fedsim.deploy.flower_app``: the ServerApp
 and the ClientApp). Every SuperNode needs fedsim installed and names its
-hospital by index in its node config (``partition-id=i``); Flower's
-simulation runtime sets that itself.
+hospital by index in its node config (``partition-id=i``; Flower's
+simulation runtime sets that itself) or, for a table federation, its own
+table (``data-path=...``): each loads its own rows only (``fedsim.deploy.hospital``).
 """
 
 import json

@@ -28,7 +28,7 @@ from flwr.app import ConfigRecord, Message, RecordDict
 from flwr.clientapp import ClientApp
 
 import data_synthetic
-from fedsim.federation import Federation, Preprocessor, _synthetic, hospital_statistics, split_rows
+from fedsim.federation import Federation, Preprocessor, hospital_statistics, split_rows, synthetic_provenance
 from fedsim.validation import Integer, check
 
 STEP = "fedsim-step"  # the query's ConfigRecord key naming the first round's step
@@ -52,8 +52,8 @@ def describe(spec: dict) -> dict:
                 "fields": {"name": table.get("name", "custom")}}
     settings = source["synthetic"]
     knobs = {k: v for k, v in settings.items() if k not in SYNTHETIC}
-    provenance = _synthetic(settings["scenario"], settings["n_hospitals"], settings["n_patients"], settings["seed"],
-                            settings.get("test_size", 0.2), knobs)
+    provenance = synthetic_provenance(settings["scenario"], settings["n_hospitals"], settings["n_patients"],
+                                      settings["seed"], settings.get("test_size", 0.2), knobs)
     images = settings["scenario"] in data_synthetic.IMAGE_SCENARIOS
     if not images:
         provenance["preprocessing"] = settings.get("preprocessing", "federated")
@@ -74,7 +74,7 @@ class Hospital:
         if "synthetic" in source:
             settings = source["synthetic"]
             index = check("partition-id", index, Integer(min=0, max=settings["n_hospitals"] - 1))
-            df, self.features = self._synthetic(settings, index)
+            df, self.features = self._generate(settings, index)
         else:
             df, self.features = self._table(source["table"], node_config.get("data-path"), index)
         about = self.about
@@ -85,7 +85,7 @@ class Hospital:
         self.held: Federation | None = None  # this hospital's federation (its rows, the roster), built at setup
         self.app: ClientApp | None = None  # its ClientApp
 
-    def _synthetic(self, settings: dict, index: int) -> tuple[pd.DataFrame, list[str] | None]:
+    def _generate(self, settings: dict, index: int) -> tuple[pd.DataFrame, list[str] | None]:
         """Generate this hospital alone: its rows and feature columns (None for scans)."""
         knobs = {k: v for k, v in settings.items() if k not in SYNTHETIC}
         common = {"n_hospitals": settings["n_hospitals"], "n_patients": settings["n_patients"],
@@ -101,7 +101,10 @@ class Hospital:
 
     def _table(self, table: dict, data_path, index) -> tuple[pd.DataFrame, list[str]]:
         """Read this hospital's own table (``data-path``), or its site's rows of the spec's shared table."""
-        path = Path(str(data_path if data_path is not None else table.get("path", "")))
+        if data_path is None and "path" not in table:
+            raise ValueError("data-path: this node's config names no table of its hospital's rows; start the "
+                             "SuperNode with --node-config \"data-path='/path/to/own.parquet'\"")
+        path = Path(str(data_path if data_path is not None else table["path"]))
         if path.suffix not in TABLE_FILES or not path.is_file():
             raise ValueError(f"data-path: {str(path)!r} is not a parquet or CSV file of this hospital's rows")
         df = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)

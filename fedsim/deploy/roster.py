@@ -50,6 +50,29 @@ def ask(grid: Grid, nodes: list[int], step: str, timeout: float, **values) -> di
     return found
 
 
+def checked(node: int, told: dict) -> None:
+    """Refuse a statistics reply that does not say what the first round needs (FirstRoundError naming the node).
+
+    What a hospital tells of itself cannot be verified by a server that holds
+    no rows: its counts set the bound the update validator puts on example
+    counts and, under DP-SGD, the sampling rate of its own accounting.
+    """
+    def integer(key, low, high=None):
+        value = told.get(key)
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
+            raise FirstRoundError(f"first round: node {node} told {key}={value!r}, expected an integer >= {low}"
+                                  + (f" and <= {high}" if high is not None else ""))
+
+    if not isinstance(told.get("hospital"), str) or not told["hospital"]:
+        raise FirstRoundError(f"first round: node {node} named no hospital")
+    integer("n_train", 1)
+    integer("n_test", 0)
+    integer("events_train", 0, told["n_train"])
+    features = told.get("features")
+    if features is not None and not (isinstance(features, list) and isinstance(told.get("statistics"), dict)):
+        raise FirstRoundError(f"first round: node {node} sent no preprocessing statistics for its columns")
+
+
 def first_round(grid: Grid, spec: dict, wait_s: float = 120, timeout: float = 600
                 ) -> tuple[Federation, dict[int, str]]:
     """The server's federation (the roster, the preprocessor, no rows) and which node serves which hospital."""
@@ -60,6 +83,8 @@ def first_round(grid: Grid, spec: dict, wait_s: float = 120, timeout: float = 60
             raise FirstRoundError(f"only {len(nodes)} of {n} nodes registered within {wait_s:g} s")
         time.sleep(0.1)  # the runtime registers its nodes while the ServerApp starts
     told = ask(grid, nodes, "statistics", timeout)
+    for node, values in told.items():
+        checked(node, values)
     hospital_of = {node: str(t["hospital"]) for node, t in told.items()}
     names = sorted(hospital_of.values())
     if len(set(names)) != len(names):
@@ -81,7 +106,7 @@ def first_round(grid: Grid, spec: dict, wait_s: float = 120, timeout: float = 60
                                   f"{by_hospital[differ[0]]['features']}, {names[0]} has {features}")
         try:
             preprocessor = Preprocessor.from_statistics(features, [by_hospital[h]["statistics"] for h in names])
-        except ValueError as error:
+        except (KeyError, TypeError, ValueError) as error:
             raise FirstRoundError(f"first round: the hospitals' statistics do not combine ({error})") from None
     setup = ask(grid, nodes, "setup", timeout, roster=roster.reset_index().to_dict(orient="list"),
                 preprocessor=preprocessor.settings() if preprocessor is not None else None)

@@ -47,7 +47,7 @@ def test_each_hospital_holds_its_own_rows_and_the_server_none():
     fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=900, seed=4, missingness=1.0)
     experiment = fs.Experiment(fed, model="logreg", rounds=2, seed=3,
                                policies={"H002": fs.governance.Policy(evaluate=False)})
-    spec = to_spec(experiment)
+    spec = to_spec(experiment.replace(engine="deployment"))  # the report says what a deployment's server saw
     grid = federation_of_processes(spec, 3)
     server, result = run_exported(grid, spec)
 
@@ -83,6 +83,9 @@ def test_each_hospital_holds_its_own_rows_and_the_server_none():
     assert final(result)["scopes"]["global"]["n_test"] == final(reference)["scopes"]["global"]["n_test"]
     assert final(result)["scopes"]["global"]["auroc"] == pytest.approx(final(reference)["scopes"]["global"]["auroc"],
                                                                        abs=1e-6)
+    report = fs.governance.report(result.audit_path.parent)["markdown"].read_text(encoding="utf-8")
+    assert ("each hospital loaded and kept its own records only; the server held none" in " ".join(report.split())
+            and "predicted risk and outcome (no features, no identifiers)" in " ".join(report.split()))
 
 
 def test_a_hospital_reads_its_own_file_and_a_table_run_equals_the_simulation(tmp_path):
@@ -127,6 +130,16 @@ def test_a_first_round_that_does_not_add_up_stops_the_run_naming_the_node(tmp_pa
     with pytest.raises(FirstRoundError, match=r"^first round \(statistics\): node 1: .*partition-id: must be an "
                                               r"integer >= 0 and <= 2, got 7"):
         first_round(outside, spec)
+
+    def lying(message, context):  # H002's node claims a negative number of training rows
+        reply = exported.app(message, context)
+        if context.node_config["partition-id"] == 2 and message.metadata.message_type == MessageType.QUERY:
+            told = json.loads(str(reply.content["fedsim"]["json"]))
+            reply.content["fedsim"]["json"] = json.dumps({**told, "n_train": -5})
+        return reply
+
+    with pytest.raises(FirstRoundError, match=r"^first round: node 3 told n_train=-5, expected an integer >= 1"):
+        first_round(federation_of_processes(spec, 3, app=lying), spec)
     table = fed.data.drop(columns="split")
     table.to_csv(tmp_path / "all.csv", index=False)
     spec = to_spec(fs.Experiment(fed, rounds=1), federation={"target": fed.target, "site": "hospital"})
