@@ -12,6 +12,7 @@ import numbers
 import zlib
 from collections.abc import Hashable
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import pandas as pd
@@ -559,7 +560,7 @@ class Federation:
         height, width = self.image_shape
         return [f"pixel[{r},{c}]" for r in range(height) for c in range(width)]
 
-    @property
+    @cached_property
     def roster(self) -> pd.DataFrame:
         """One row per hospital: ``n_train``, ``n_test``, ``events_train`` and the ``sha256`` of its rows.
 
