@@ -7,7 +7,9 @@
 - ``deployment``: an exported Flower app on a SuperLink and one SuperNode per
   hospital on this machine; ``simulation``: the same app on Flower's
   simulation runtime (``flwr run``). Both run the plan through ``run_on_grid``
-  in the app's ServerApp (``fedsim.deploy``), with ``client_app`` on every node;
+  in the app's ServerApp (``fedsim.deploy``), with ``client_app`` of its own
+  hospital's plan on every node: there each party holds its own rows only,
+  and the hospitals evaluate the global model (``HospitalTests``);
 - ``ray``: another name of ``simulation`` (Flower's simulation runtime runs on
   Ray); fedsim never calls Flower's deprecated ``run_simulation``.
 """

@@ -24,13 +24,22 @@ from fedsim.training import local_rng, local_schedule, trainer_for
 
 
 @dataclass(frozen=True)
+class HeldOutRisks:
+    """A model's risks ``p`` for the pooled test rows, their labels ``y``; hospital ``i``'s at ``offsets[i]:[i+1]``."""
+
+    y: np.ndarray
+    p: np.ndarray
+    offsets: np.ndarray
+
+
+@dataclass(frozen=True)
 class Outcome:
     """What a run leaves: final global weights, tidy evaluation rows, participation events."""
 
     weights: list[np.ndarray]
     rows: list[dict]
     events: list[dict]
-    test: "TestPredictions"  # the final model's risks on the test splits it was evaluated on
+    test: HeldOutRisks  # the final model's risks on the test splits it was evaluated on
 
 
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
@@ -92,24 +101,15 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
     return app
 
 
-@dataclass(frozen=True)
-class TestPredictions:
-    """A model's risks ``p`` for the pooled test rows, their labels ``y``, hospital ``i`` at ``offsets[i]:[i+1]``."""
-
-    y: np.ndarray
-    p: np.ndarray
-    offsets: np.ndarray
-
-
 class PooledTest:
     """The test splits the simulator holds, every hospital's, predicted at once."""
 
     def __init__(self, plan: Plan):
         self.plan = plan
 
-    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> TestPredictions:
+    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> HeldOutRisks:
         fed = self.plan.federation  # read each time: a policy may have left test splits out
-        return TestPredictions(fed.y_test, trainer.predict(weights, fed.x_test), fed.test_offsets)
+        return HeldOutRisks(fed.y_test, trainer.predict(weights, fed.x_test), fed.test_offsets)
 
 
 class HospitalTests:
@@ -125,33 +125,31 @@ class HospitalTests:
     def __init__(self, plan: Plan, grid: Grid, nodes: dict[str, int], events: list[dict]):
         self.plan, self.grid, self.nodes, self.events = plan, grid, nodes, events
 
-    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> TestPredictions:
+    def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> HeldOutRisks:
         fed = self.plan.federation
         asked = {self.nodes[h]: i for i, h in enumerate(fed.hospitals) if fed.n_test[i] > 0}
         content = RecordDict({"arrays": ArrayRecord(weights)})
         replies = self.grid.send_and_receive(
             [Message(content, node, MessageType.EVALUATE) for node in asked], timeout=600)
         found: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        why = dict.fromkeys(asked.values(), "no evaluation reply")
         for reply in replies:
             i = asked.get(reply.metadata.src_node_id)
-            if i is None:
-                continue
-            try:
-                found[i] = test_reply(reply, int(fed.n_test[i]))
-            except ValueError as error:
-                self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
-                                    "reason": str(error)})
-        for i in sorted(set(asked.values()) - set(found)):
-            if not any(e["round"] == server_round and e["hospital"] == fed.hospitals[i] for e in self.events):
-                self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
-                                    "reason": "no evaluation reply"})
+            if i is not None:
+                try:
+                    found[i] = evaluation_reply(reply, int(fed.n_test[i]))
+                except ValueError as error:
+                    why[i] = str(error)
+        for i in sorted(set(why) - set(found)):
+            self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
+                                "reason": why[i]})
         parts = [found.get(i, (np.zeros(0, np.float32), np.zeros(0, np.float32))) for i in range(fed.n_hospitals)]
         sizes = [len(y) for y, _ in parts]
-        return TestPredictions(np.concatenate([y for y, _ in parts]), np.concatenate([p for _, p in parts]),
+        return HeldOutRisks(np.concatenate([y for y, _ in parts]), np.concatenate([p for _, p in parts]),
                                np.concatenate([[0], np.cumsum(sizes)]))
 
 
-def test_reply(reply: Message, n_test: int) -> tuple[np.ndarray, np.ndarray]:
+def evaluation_reply(reply: Message, n_test: int) -> tuple[np.ndarray, np.ndarray]:
     """A hospital's evaluation reply as (labels, risks), checked: ``n_test`` finite risks in [0, 1], 0/1 labels."""
     if reply.has_error():
         raise ValueError(f"evaluation failed: {reply.error.reason}")
@@ -183,7 +181,7 @@ class GlobalEvaluation:
         self.trainer = trainer_for(plan.model_fn, plan.federation.n_features)
         self.rows: list[dict] = []
         self.latest: list[np.ndarray] | None = None
-        self.predictions: TestPredictions | None = None
+        self.predictions: HeldOutRisks | None = None
         self.progress = tqdm(total=plan.rounds, desc=plan.label, unit="round", leave=False)
 
     def __call__(self, server_round: int, weights: list[np.ndarray]) -> dict[str, float] | None:
