@@ -18,7 +18,7 @@ from fedsim.engine.observers import ObservingGrid, TooFewEligible
 from fedsim.engine.plan import Plan
 from fedsim.engine.replies import ReplyCheck
 from fedsim.federation import Federation
-from fedsim.metrics import tidy_metrics
+from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.training import local_rng, local_schedule, trainer_for
 
@@ -91,12 +91,14 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
 
     @app.evaluate()
     def evaluate(message: Message, context: Context) -> Message:
-        """The global model's risk for each of this hospital's test rows, with their labels (see HospitalTests)."""
+        """The global model on this hospital's test split: its metrics (what Flower's strategies aggregate) and
+        each test row's risk with its label (what fedsim's pooled evaluation needs: see HospitalTests)."""
         x, y = fed.test_rows(int(context.node_config["partition-id"]))
         p = trainer_for(model_fn, fed.n_features).predict(message.content["arrays"].to_numpy_ndarrays(), x)
+        scores = {k: v for k, v in binary_metrics(y, p).items() if np.isfinite(v)}
         return Message(RecordDict({"test": ArrayRecord({"risks": Array(np.asarray(p, np.float32)),
                                                         "labels": Array(np.asarray(y, np.float32))}),
-                                   "metrics": MetricRecord({"num-examples": len(y)})}), reply_to=message)
+                                   "metrics": MetricRecord({"num-examples": len(y), **scores})}), reply_to=message)
 
     return app
 

@@ -90,10 +90,8 @@ def test_the_delong_interval_equals_its_definition_from_all_pairs():
 
 
 def test_large_federations_are_evaluated_pooled_with_a_statement(fed):
-    class Many:  # the federation's test split, seen as 300 hospitals
-        n_hospitals, hospitals = 300, [f"H{i:03d}" for i in range(300)]
-        x_test, y_test, test_offsets = fed.x_test, fed.y_test, None
-    found = evaluation(lambda x: np.full(len(x), 0.3), Many, {"global", "H000"})
+    hospitals = [f"H{i:03d}" for i in range(300)]  # the federation's test split, seen as 300 hospitals
+    found = evaluation(fed.y_test, np.full(len(fed.y_test), 0.3), None, hospitals, {"global", "H000"})
     assert found["pooled_only"] and list(found["scopes"]) == ["global"]
     assert found["scopes"]["global"]["n_test"] == len(fed.y_test)
 
