@@ -33,20 +33,19 @@ def ask(grid: Grid, nodes: list[int], step: str, timeout: float, **values) -> di
     """Send one first-round step to ``nodes``; every node's JSON reply, or FirstRoundError naming who failed."""
     content = RecordDict({"fedsim": ConfigRecord({STEP: step, "json": json.dumps(values)})})
     replies = grid.send_and_receive([Message(content, node, MessageType.QUERY) for node in nodes], timeout=timeout)
-    found, failed = {}, []
+    found, failed = {}, dict.fromkeys(nodes, f"no reply within {timeout:g} s")
     for reply in replies:
         node = reply.metadata.src_node_id
         if reply.has_error():
-            failed.append(f"node {node}: {reply.error.reason}")
+            failed[node] = reply.error.reason
             continue
         try:
             found[node] = read(reply)
         except (KeyError, TypeError, ValueError) as error:
-            failed.append(f"node {node}: unreadable reply ({type(error).__name__})")
-    failed += [f"node {node}: no reply within {timeout:g} s" for node in nodes if node not in found
-               and not any(f.startswith(f"node {node}:") for f in failed)]
-    if failed:
-        raise FirstRoundError(f"first round ({step}): " + "; ".join(failed))
+            failed[node] = f"unreadable reply ({type(error).__name__})"
+    if len(found) < len(nodes):
+        raise FirstRoundError(f"first round ({step}): " + "; ".join(
+            f"node {node}: {why}" for node, why in failed.items() if node not in found))
     return found
 
 
