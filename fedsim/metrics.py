@@ -28,6 +28,8 @@ def grouped_metrics(y: np.ndarray, p: np.ndarray, offsets: np.ndarray) -> dict[s
     p = np.clip(np.asarray(p, dtype=np.float64), 1e-7, 1 - 1e-7)
     offsets = np.asarray(offsets, dtype=np.int64)
     n = np.diff(offsets).astype(np.float64)
+    if not len(y):  # no row at all (every hospital's evaluation was lost): every metric of every group is NaN
+        return {m: np.full(len(n), np.nan) for m in METRICS}
     group = np.repeat(np.arange(len(n)), np.diff(offsets))
     with np.errstate(invalid="ignore", divide="ignore"):
         positives = _segment_sums(y, offsets)

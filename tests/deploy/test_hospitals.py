@@ -166,3 +166,29 @@ def test_a_malformed_evaluation_reply_is_logged_and_leaves_that_hospital_out_of_
     assert set(logged.reason) == {"evaluation reply holds risks outside [0, 1] or labels other than 0/1"}
     final = result.audit.query("kind == 'result'").iloc[0].data["evaluation"]["scopes"]
     assert final["global"]["n_test"] == fed.n_test[0] + fed.n_test[2]  # the pooled set without H001's rows
+
+
+def test_a_clientapp_process_started_per_message_builds_the_same_hospital_from_the_node_state():
+    """Flower's default isolation starts a ClientApp process per message: the setup survives in context.state."""
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=600, seed=1)
+    experiment = fs.Experiment(fed, model="logreg", rounds=2, seed=0)
+    spec = to_spec(experiment)
+    grid = federation_of_processes(spec, 3)
+    federation, hospital_of = first_round(grid, spec)
+
+    def fresh_process(message, context):  # nothing of an earlier message's process is left
+        exported._HOSPITALS.clear()
+        return exported.app(message, context)
+
+    grid.client_app = fresh_process
+    result = fs.Experiment(**experiment_fields(spec, federation=federation)).run_on(grid, hospital_of)
+    pd.testing.assert_frame_equal(result.metrics, experiment.run().metrics, check_exact=False, rtol=0, atol=1e-6)
+    # Messages before any setup: every reply is an error, recorded; the run ends with the untrained model.
+    fresh = federation_of_processes(spec, 3, app=fresh_process)
+    lost = fs.Experiment(**experiment_fields(spec, federation=federation)).run_on(fresh, {1: "H000", 2: "H001",
+                                                                                        3: "H002"})
+    assert set(lost.participation.event) == {"failed", "not evaluated"}
+    assert set(lost.participation.query("event == 'not evaluated'").reason) == {
+        "evaluation failed: RuntimeError: this hospital got a training or evaluation message before the first "
+        "round's setup"}
+    assert np.isnan(lost.final("auroc"))

@@ -4,10 +4,15 @@ The node config names the hospital (``partition-id``, and ``data-path`` for
 a table federation: ``fedsim.deploy.hospital``). The first round's queries
 load its rows and build its federation and ClientApp; they are kept for the
 run's later messages (a long-lived ClientApp process loads them once; one
-process of Flower's simulation runtime may serve several hospitals).
+process of Flower's simulation runtime may serve several hospitals). What
+the server sent at setup is also kept in the node's ``context.state``, so a
+ClientApp process started for a later message (Flower's default isolation
+starts one per message) builds the same ClientApp again.
 """
 
-from flwr.app import Context, Message
+import json
+
+from flwr.app import ConfigRecord, Context, Message
 from flwr.clientapp import ClientApp
 
 from fedsim.deploy.hospital import STEP, Hospital, read, reply, roster_from
@@ -18,6 +23,7 @@ from fedsim.federation import Preprocessor
 
 app = ClientApp()
 _HOSPITALS: dict[tuple, Hospital] = {}  # (spec, node config) -> the hospital this process serves
+SETUP = "fedsim-setup"  # the node's context.state record holding what the server sent at setup
 
 
 def hospital(context: Context) -> Hospital:
@@ -32,11 +38,22 @@ def hospital(context: Context) -> Hospital:
 
 
 def built(context: Context) -> ClientApp:
-    """The hospital's ClientApp (mods included), built at the first round's setup."""
-    app_of = hospital(context).app
-    if app_of is None:
-        raise RuntimeError("this hospital got a training or evaluation message before the first round's setup")
-    return app_of
+    """The hospital's ClientApp (mods included), built at the first round's setup (again from ``context.state``)."""
+    own = hospital(context)
+    if own.app is None:
+        if SETUP not in context.state.config_records:
+            raise RuntimeError("this hospital got a training or evaluation message before the first round's setup")
+        set_up(own, json.loads(str(context.state[SETUP]["json"])))
+    return own.app
+
+
+def set_up(own: Hospital, sent: dict) -> None:
+    """Build ``own``'s federation (its rows, the roster) and ClientApp from what the server sent at setup."""
+    pre = Preprocessor.from_settings(sent["preprocessor"]) if sent["preprocessor"] is not None else None
+    fed = own.held = own.federation(roster_from(sent["roster"]), pre)
+    plan = Experiment(**experiment_fields(own.spec, federation=fed)).build_plan()
+    plan.seal()
+    own.app = client_app(plan)
 
 
 @app.train()
@@ -59,9 +76,7 @@ def query(message: Message, context: Context) -> Message:
     if step == "statistics":
         return reply(message, **own.statistics())
     sent = read(message)
-    pre = Preprocessor.from_settings(sent["preprocessor"]) if sent["preprocessor"] is not None else None
-    fed = own.held = own.federation(roster_from(sent["roster"]), pre)
-    plan = Experiment(**experiment_fields(own.spec, federation=fed)).build_plan()
-    plan.seal()
-    own.app = client_app(plan)
-    return reply(message, **{k: (int(v) if k != "sha256" else v) for k, v in fed.roster.loc[own.hospital].items()})
+    set_up(own, sent)
+    context.state[SETUP] = ConfigRecord({"json": json.dumps(sent)})
+    entry = own.held.roster.loc[own.hospital]
+    return reply(message, **{k: (int(v) if k != "sha256" else v) for k, v in entry.items()})
