@@ -273,20 +273,21 @@ def _split_mask(sites: np.ndarray, y: np.ndarray, test_size: float, seed: int) -
 
 
 def split_rows(df: pd.DataFrame, target: str, site: str, test_size: float, seed: int, positive=None,
-               local: bool = False) -> tuple[pd.DataFrame, np.ndarray]:
-    """``df`` in hospital-major order with a ``split`` column ("train"/"test"), and its 0/1 labels.
+               local: bool = False) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """``df`` in hospital-major order with a ``split`` column ("train"/"test"), its 0/1 labels, and the order.
 
     Each hospital's rows keep their order and are split by ``_split_mask``
     (stratified, each hospital's own stream): a hospital splitting its own
     rows alone (``local``: it may have seen one outcome only) gets the split
-    the whole table gives it.
+    the whole table gives it. ``order``: the row of ``df`` each returned row
+    comes from (to reorder arrays kept beside the table, such as images).
     """
     y = _binary_target(df[target], positive, local=local)
     sites = df[site].astype(str).to_numpy()
     is_test = _split_mask(sites, y, test_size, seed)
     order = np.lexsort((np.arange(len(df)), sites))  # hospital-major: each hospital is one contiguous slice
     data = df.iloc[order].assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
-    return data, y[order]
+    return data, y[order], order
 
 
 @dataclass(frozen=True, eq=False)
@@ -367,7 +368,7 @@ class Federation:
         if odd:
             raise ValueError(f"features: columns {odd} are neither numeric nor categorical; drop or convert them")
 
-        data, y = split_rows(df, target, site, test_size, seed, positive)
+        data, y, _ = split_rows(df, target, site, test_size, seed, positive)
         sites, is_test = data[site].astype(str).to_numpy(), (data["split"] == "test").to_numpy()
         train = data[~is_test]
         pre = (Preprocessor(train, features) if preprocessing == "pooled" else Preprocessor.from_statistics(
@@ -425,15 +426,11 @@ class Federation:
         if site == target:
             raise ValueError(f"site: the site and target columns need different names, both are {site!r}")
 
-        y = labels.astype(np.float32)
-        is_test = _split_mask(sites, y, test_size, seed)
-        order = np.lexsort((np.arange(n), sites))  # hospital-major, as in from_dataframe
         frame = pd.DataFrame(index=range(n)) if data is None else data.reset_index(drop=True)
-        frame = frame.assign(**{site: sites, target: labels}).iloc[order]
-        frame = frame.assign(split=np.where(is_test[order], "test", "train")).reset_index(drop=True)
+        frame, y, order = split_rows(frame.assign(**{site: sites, target: labels}), target, site, test_size, seed)
         x = images.reshape(n, -1)[order].astype(np.float32, copy=False)
-        return cls._split(x, y[order], sites[order], is_test[order], preprocessor=None, data=frame, target=target,
-                          site=site, seed=seed, name=name, image_shape=images.shape[1:])
+        return cls._split(x, y, frame[site].to_numpy(), (frame["split"] == "test").to_numpy(), preprocessor=None,
+                          data=frame, target=target, site=site, seed=seed, name=name, image_shape=images.shape[1:])
 
     @classmethod
     def held_by(cls, roster: pd.DataFrame, rows: pd.DataFrame | None, preprocessor: Preprocessor | None,

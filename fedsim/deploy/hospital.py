@@ -78,10 +78,10 @@ class Hospital:
         else:
             df, self.features = self._table(source["table"], node_config.get("data-path"), index)
         about = self.about
-        self.rows, self.y = split_rows(df, about["target"], about["site"], about["test_size"], about["seed"],
-                                       about["positive"], local=True)
+        self.rows, self.y, order = split_rows(df, about["target"], about["site"], about["test_size"], about["seed"],
+                                              about["positive"], local=True)
         if self.images is not None:
-            self.images = self.images[self.rows.pop("_image").to_numpy()]
+            self.images = self.images[order]
         self.held: Federation | None = None  # this hospital's federation (its rows, the roster), built at setup
         self.app: ClientApp | None = None  # its ClientApp
 
@@ -93,7 +93,7 @@ class Hospital:
         if settings["scenario"] in data_synthetic.IMAGE_SCENARIOS:
             scans = data_synthetic.generate_scans(**common, **knobs)
             self.images, self.about["fields"]["sites"] = scans.images, scans.hospitals
-            return scans.patients.assign(_image=np.arange(len(scans.patients))), None
+            return scans.patients, None
         cohort = data_synthetic.generate(settings["scenario"], **common, **knobs)
         self.about["fields"]["sites"] = cohort.hospitals
         target = self.about["target"]

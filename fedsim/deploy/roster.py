@@ -17,6 +17,7 @@ from flwr.serverapp import Grid
 
 from fedsim.deploy.hospital import STEP, describe, held_by, read
 from fedsim.federation import ROSTER, Federation, Preprocessor
+from fedsim.validation import Integer, check
 
 
 class FirstRoundError(RuntimeError):
@@ -56,17 +57,14 @@ def checked(node: int, told: dict) -> None:
     no rows: its counts set the bound the update validator puts on example
     counts and, under DP-SGD, the sampling rate of its own accounting.
     """
-    def integer(key, low, high=None):
-        value = told.get(key)
-        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high is not None and value > high):
-            raise FirstRoundError(f"first round: node {node} told {key}={value!r}, expected an integer >= {low}"
-                                  + (f" and <= {high}" if high is not None else ""))
-
     if not isinstance(told.get("hospital"), str) or not told["hospital"]:
         raise FirstRoundError(f"first round: node {node} named no hospital")
-    integer("n_train", 1)
-    integer("n_test", 0)
-    integer("events_train", 0, told["n_train"])
+    try:
+        n_train = check("n_train", told.get("n_train"), Integer(min=1))
+        check("n_test", told.get("n_test"), Integer(min=0))
+        check("events_train", told.get("events_train"), Integer(min=0, max=n_train))
+    except ValueError as error:
+        raise FirstRoundError(f"first round: node {node} told {error}") from None
     features = told.get("features")
     if features is not None and not (isinstance(features, list) and isinstance(told.get("statistics"), dict)):
         raise FirstRoundError(f"first round: node {node} sent no preprocessing statistics for its columns")

@@ -138,7 +138,7 @@ def test_a_first_round_that_does_not_add_up_stops_the_run_naming_the_node(tmp_pa
             reply.content["fedsim"]["json"] = json.dumps({**told, "n_train": -5})
         return reply
 
-    with pytest.raises(FirstRoundError, match=r"^first round: node 3 told n_train=-5, expected an integer >= 1"):
+    with pytest.raises(FirstRoundError, match=r"^first round: node 3 told n_train: must be an integer >= 1, got -5$"):
         first_round(federation_of_processes(spec, 3, app=lying), spec)
     table = fed.data.drop(columns="split")
     table.to_csv(tmp_path / "all.csv", index=False)
