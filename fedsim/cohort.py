@@ -10,7 +10,7 @@ each hospital alone, for the same batch plans and the same noise.
 
 A layer of the per-hospital model becomes its cohort form: ``Dense`` ->
 ``CohortDense`` (a batched matmul), ``Conv2D`` -> ``CohortConv2D`` (a grouped
-convolution, one group per hospital); ``Reshape`` and ``Flatten`` act per
+convolution, one group per hospital, computed as a depthwise one); ``Reshape`` and ``Flatten`` act per
 example as they are. A model with any other layer has no cohort form (its
 hospitals are trained one after another).
 
@@ -88,8 +88,6 @@ class CohortConv2D(tf.keras.layers.Layer):
 
     def __init__(self, conv: tf.keras.layers.Conv2D, cohort: int, batch: int):
         super().__init__(name=f"cohort_{conv.name}")
-        if conv.groups != 1 or conv.data_format != "channels_last" or tuple(conv.dilation_rate) != (1, 1):
-            raise NotImplementedError("only ungrouped, undilated channels_last convolutions have a cohort form")
         self.filters, self.kernel_size, self.strides = conv.filters, tuple(conv.kernel_size), tuple(conv.strides)
         self.padding, self.use_bias, self.activation = conv.padding.upper(), conv.use_bias, conv.activation
         self.cohort, self.batch = cohort, batch
@@ -101,10 +99,13 @@ class CohortConv2D(tf.keras.layers.Layer):
     def call(self, x):
         k, b, (h, w, c) = self.cohort, self.batch, x.shape[1:]
         grouped = tf.reshape(tf.transpose(tf.reshape(x, (k, b, h, w, c)), (1, 2, 3, 0, 4)), (b, h, w, k * c))
-        kernel = tf.reshape(tf.transpose(self.kernel, (1, 2, 3, 0, 4)), (*self.kernel_size, c, k * self.filters))
-        y = tf.nn.conv2d(grouped, kernel, strides=self.strides, padding=self.padding)
+        # A grouped convolution as a depthwise one (every input channel with its hospital's f filters), summed over
+        # each hospital's input channels: TensorFlow has no gradient of grouped convolutions on CPUs.
+        kernel = tf.reshape(tf.transpose(self.kernel, (1, 2, 0, 3, 4)), (*self.kernel_size, k * c, self.filters))
+        y = tf.nn.depthwise_conv2d(grouped, kernel, strides=(1, *self.strides, 1), padding=self.padding)
         out_h, out_w = y.shape[1], y.shape[2]
-        y = tf.transpose(tf.reshape(y, (b, out_h, out_w, k, self.filters)), (3, 0, 1, 2, 4))
+        y = tf.reduce_sum(tf.reshape(y, (b, out_h, out_w, k, c, self.filters)), axis=4)
+        y = tf.transpose(y, (3, 0, 1, 2, 4))
         if self.use_bias:
             y = y + self.bias[:, None, None, None, :]
         return self.activation(tf.reshape(y, (k * b, out_h, out_w, self.filters)))
@@ -113,8 +114,9 @@ class CohortConv2D(tf.keras.layers.Layer):
 def _cohort_layer(layer, cohort: int, batch: int):
     if type(layer) is tf.keras.layers.Dense:
         return CohortDense(layer, cohort, batch)
-    if type(layer) is tf.keras.layers.Conv2D:
-        return CohortConv2D(layer, cohort, batch)
+    if type(layer) is tf.keras.layers.Conv2D and layer.groups == 1 and layer.data_format == "channels_last" \
+            and tuple(layer.dilation_rate) == (1, 1) and len(set(layer.strides)) == 1:
+        return CohortConv2D(layer, cohort, batch)  # ungrouped, undilated, channels_last, equal strides
     if type(layer) in (tf.keras.layers.Reshape, tf.keras.layers.Flatten):
         return layer.__class__.from_config(layer.get_config())
     return None
