@@ -54,6 +54,12 @@ class Experiment:
     folder under $FEDSIM_RESULTS or the temp dir (never the working
     directory: sweeps, notebooks and tests run many experiments);
     ``audit_key`` signs its entries (HMAC secret bytes or an Ed25519 private key).
+    ``seed`` makes a run repeat; it is public (it travels in every message and
+    the audit log). DP noise and the samples DP amplifies by come from a fresh
+    secret each run, which no hospital, server or log reader can reproduce;
+    ``noise_seed`` fixes that secret, to repeat a DP run exactly. It stays in
+    this process: never in messages, ``config()``, the audit log or a cache
+    key in the clear (``fedsim.randomness``).
     """
 
     federation: Federation
@@ -67,6 +73,7 @@ class Experiment:
     local_steps: int | None = None
     engine: str = "inprocess"
     seed: int = 0
+    noise_seed: int | None = dataclasses.field(default=None, repr=False)
     evaluate_every: int = 1
     strategy_options: dict | None = None
     privacy: Component | Sequence[Component] | None = None
@@ -87,6 +94,7 @@ class Experiment:
         resolve_model(self.model, self.federation.n_features)
         for name, constraints in (("rounds", (Integer(min=1),)), ("local_epochs", (Integer(min=1),)),
                                   ("batch_size", (Integer(min=1),)), ("seed", (Integer(min=0, max=2**32 - 1),)),
+                                  ("noise_seed", (Integer(min=0, max=2**63 - 1), NoneValue())),
                                   ("evaluate_every", (Integer(min=1),)),
                                   ("local_steps", (Integer(min=1), NoneValue())),
                                   ("learning_rate", (Positive(),)), ("fraction_train", (Share(),)),
@@ -184,6 +192,7 @@ class Experiment:
             learning_rate=float(self.learning_rate),
             local_steps=self.local_steps,
             seed=self.seed,
+            noise_seed=self.noise_seed,
             evaluate_every=self.evaluate_every,
             label=self.label,
             observers=[o for o in self.observers if not isinstance(o, Component)],

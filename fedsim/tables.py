@@ -32,4 +32,5 @@ class Schema:
 
 
 PARTICIPATION = Schema("participation", ("round", "hospital", "event", "reason"))
+DECISIONS = Schema("decisions", ("round", "hospital", "decision", "by", "reason", "value"))
 METRICS = Schema("metrics", ("round", "scope", "metric", "value"))

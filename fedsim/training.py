@@ -20,6 +20,7 @@ from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn, build_model, resolve_model
+from fedsim.randomness import hospital_rng, kept_global_generators
 
 Weights = list[np.ndarray]
 
@@ -45,9 +46,18 @@ def bce_loss(labels, logits):
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-def local_rng(config, hospital: int) -> np.random.Generator:
-    """The generator of a hospital's local training in a round (batch order, DP noise), from its train config."""
-    return np.random.default_rng([int(config["seed"]), int(config["server-round"]), hospital])
+def local_rng(config, hospital: int, secret: int) -> np.random.Generator:
+    """The generator of a hospital's local training in a round: its batches and, under DP-SGD, its noise.
+
+    Plain training draws from the public seed of its train config, so a run
+    repeats from its config. DP-SGD draws from the hospital's ``secret``
+    (``fedsim.randomness``), never from what the server sent: a server that
+    could regenerate the noise could strip it from the update.
+    """
+    seed, server_round = int(config["seed"]), int(config["server-round"])
+    if "dpsgd-clip" in config:
+        return hospital_rng(secret, seed, server_round, hospital)
+    return np.random.default_rng([seed, server_round, hospital])
 
 
 def local_schedule(config) -> dict:
@@ -145,10 +155,10 @@ class Trainer:
             grads, logits = self._clipped_mean_gradient(xb, yb, l2_norm_clip)
             # The clipped gradient is a batch mean: one example moves it by at most
             # clip / batch, so the noise is noise_multiplier * clip / batch. The draws
-            # come from the hospital's own seeded generator (``noise_draws``), the
-            # same ones the cohort trainer uses, so runs repeat exactly on both paths;
-            # tensorflow-privacy's add_aggregate_noise draws the same Gaussian from a
-            # stateful generator whose state would carry over between runs.
+            # come from the hospital's own secret generator (``noise_draws``), the
+            # same ones the cohort trainer uses, so runs with one noise_seed repeat
+            # exactly on both paths; tensorflow-privacy's add_aggregate_noise draws
+            # the same Gaussian from a stateful generator whose state would carry over.
             stddev = noise_multiplier * l2_norm_clip / tf.cast(tf.shape(idx)[0], tf.float32)
             noisy = [g + stddev * tf.reshape(d, tf.shape(g)) for g, d in zip(grads, tf.split(noise[b], sizes))]
             self.optimizer.apply_gradients(zip(noisy, variables))
@@ -187,9 +197,10 @@ class Trainer:
     def initial_weights(self, seed: int) -> Weights:
         """Freshly initialised weights, the same for the same seed."""
         if seed not in self._initial:
-            tf.keras.utils.set_random_seed(seed)
-            fresh = self.model_fn(self.n_features)
-            fresh.build((None, self.n_features))
+            with kept_global_generators():  # Keras seeds them: a run's own (secret) draws stay as they were
+                tf.keras.utils.set_random_seed(seed)
+                fresh = self.model_fn(self.n_features)
+                fresh.build((None, self.n_features))
             self._initial[seed] = fresh.get_weights()
         return [w.copy() for w in self._initial[seed]]
 

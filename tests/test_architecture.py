@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("data_synthetic",),
     ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
-     "fedsim.governance.audit", "fedsim.claims"),
+     "fedsim.governance.audit", "fedsim.claims", "fedsim.randomness"),
     ("fedsim.models", "fedsim.training", "fedsim.cohort", "fedsim.federation"),
     ("fedsim.engine", "fedsim.strategies"),
     ("fedsim.components", "fedsim.results", "fedsim.baselines"),

@@ -52,7 +52,7 @@ class GradientInversion(UpdateAttack):
         config = {**plan.train_config(), "server-round": self.round}
         x, y = fed.train_rows(index)
         schedule = local_schedule(config)
-        order, bounds = batch_plan(len(x), rng=local_rng(config, index), **schedule)
+        order, bounds = batch_plan(len(x), rng=local_rng(config, index, plan.secret), **schedule)
         used = order[: bounds[-1]]  # the rows the hospital trained on this round (the simulator knows)
         model = trainer_for(plan.model_fn, fed.n_features).model
         trainable = {v.ref() for v in model.trainable_variables}

@@ -41,7 +41,8 @@ def run(experiment, timeout: float = 3600) -> Result:
                 progress.update(int(found.group(1)) - 1 - progress.n)
 
         with progress, LoopbackFederation(experiment.federation.n_hospitals, Path(root) / "federation",
-                                          simulation=experiment.engine == "simulation") as federation:
+                                          simulation=experiment.engine == "simulation",
+                                          noise_seed=experiment.noise_seed) as federation:
             federation.run(app, {"out-dir": str(folder)}, on_line=follow, timeout=timeout)
             if not (folder / DONE).exists():
                 raise FederationError(f"the {experiment.engine} run of {experiment.label!r} ended without a result; "

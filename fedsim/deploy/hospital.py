@@ -7,6 +7,9 @@ hospital is generated from the spec's scenario, knobs and seed and its index
 alone (``data_synthetic``'s per-hospital streams draw no other hospital's
 patients). Without ``data-path``, a table hospital reads the spec's ``path``
 and keeps its own site's rows only (one shared file on one machine).
+``noise-seed`` (optional) is the secret of this hospital's DP noise, set by
+its own operator (``fedsim.randomness``); the server never sends one, and
+without it the node draws a fresh secret.
 
 The first round (``fedsim.deploy.roster``) has two steps:
 
@@ -68,6 +71,9 @@ class Hospital:
 
     def __init__(self, spec: dict, node_config):
         self.spec, self.about = spec, describe(spec)
+        # The secret of this hospital's DP noise: its operator's (node config), never the server's; None: fresh.
+        seed = node_config.get("noise-seed")
+        self.noise_seed = None if seed is None else check("noise-seed", int(seed), Integer(min=0, max=2**63 - 1))
         source = spec["federation"]
         index = node_config.get("partition-id")
         self.images = None

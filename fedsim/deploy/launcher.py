@@ -85,10 +85,16 @@ class LoopbackFederation:
 
     ``root``: the folder for logs, each process's ``FLWR_HOME`` and run
     configs. ``timeout``: seconds to wait for each process to come up.
+    ``noise_seed``: the experimenter's secret, given to every SuperNode in its
+    node config (``noise-seed``), as a hospital's operator would set its own;
+    the SuperLink and the ServerApp never see it (None: each node draws a
+    fresh secret).
     """
 
-    def __init__(self, n_nodes: int, root: str | Path, simulation: bool = False, timeout: float = 300):
+    def __init__(self, n_nodes: int, root: str | Path, simulation: bool = False, timeout: float = 300,
+                 noise_seed: int | None = None):
         self.n_nodes, self.simulation, self.timeout = n_nodes, simulation, timeout
+        self.noise_seed = noise_seed
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.tag = uuid.uuid4().hex
@@ -138,7 +144,8 @@ class LoopbackFederation:
             nodes.append((i, port, self.spawn(f"supernode-{i}", [
                 "flower-supernode", "--insecure", "--superlink", f"127.0.0.1:{self.port}", "--host", "127.0.0.1",
                 "--port", str(port), "--isolation", "process",
-                "--node-config", f"partition-id={i} num-partitions={self.n_nodes}"])))
+                "--node-config", f"partition-id={i} num-partitions={self.n_nodes}" + (
+                    f" noise-seed={self.noise_seed}" if self.noise_seed is not None else "")])))
         for i, port, node in nodes:
             self.wait(lambda p=port: healthy(p), f"SuperNode {i}", node, f"supernode-{i}")
         workers = []

@@ -40,7 +40,8 @@ def client_app(plan: Plan, cohort: CohortRound | None = None) -> ClientApp:
     secagg = plan.secagg is not None
     mods = secagg_mods(plan) if secagg else plan.client_mods()
     return make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
-                           steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort)
+                           steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort,
+                           secret=plan.secret)
 
 
 def _loop(plan: Plan):
@@ -52,8 +53,8 @@ def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
     """Every hospital's ClientApp called directly in this process, no serialisation (cohort training or not)."""
     fed = plan.federation
     # Node i + 1 serves hospital i (InProcessGrid).
-    rounds = CohortRound(fed, plan.model_fn, plan.local_data, hospital_of=lambda node_id: node_id - 1) \
-        if cohort else None
+    rounds = CohortRound(fed, plan.model_fn, plan.local_data, hospital_of=lambda node_id: node_id - 1,
+                         secret=plan.secret) if cohort else None
     grid = InProcessGrid(client_app(plan, rounds), fed.n_hospitals,
                          prepare=rounds.prepare if rounds is not None else None)
     with flower_log_level(logging.WARNING):  # a progress bar replaces per-round INFO logs

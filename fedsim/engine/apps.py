@@ -1,6 +1,5 @@
 """The ClientApp every hospital runs and the server loop both engines share."""
 
-import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -20,6 +19,7 @@ from fedsim.engine.replies import ReplyCheck
 from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
+from fedsim.randomness import fresh_secret, global_generators
 from fedsim.training import local_rng, local_schedule, trainer_for
 
 
@@ -45,7 +45,7 @@ class Outcome:
 def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable] = (),
                     legacy_fit: bool = False, local_data: Sequence[Callable] = (),
                     steps_run: dict[tuple[int, int], int] | None = None,
-                    cohort: CohortRound | None = None) -> ClientApp:
+                    cohort: CohortRound | None = None, secret: int | None = None) -> ClientApp:
     """A ClientApp that trains the shared model on the calling node's hospital.
 
     ``legacy_fit``: train messages and replies use Flower's legacy FitIns /
@@ -54,8 +54,11 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
     ran (the privacy ledger reads it; in this process only, not the reply's claim).
     ``cohort``: the round's cohort training (the cohort engine); a hospital takes
     its result when it trains on what the cohort trained on, else trains alone.
+    ``secret``: what the hospitals' private randomness (DP-SGD's sample and
+    noise) is drawn from (``fedsim.randomness``; None: a fresh one).
     """
     app = ClientApp(mods=list(mods))
+    secret = fresh_secret() if secret is None else secret
 
     def fit(hospital: int, record: ArrayRecord, config) -> tuple[list[np.ndarray], dict]:
         """Local training of one hospital: new weights and the reply's metrics."""
@@ -65,7 +68,7 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
             weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
                 [decoded(a) for a in record.values()], x, y,
                 learning_rate=float(config["lr"]),
-                rng=local_rng(config, hospital),
+                rng=local_rng(config, hospital, secret),
                 proximal_mu=float(config.get("proximal-mu", 0.0)),
                 **local_schedule(config),
                 dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
@@ -212,13 +215,12 @@ def run_rounds(
     ``tests(events)``: where the test splits are (default: held here, ``PooledTest``).
     """
     evaluation = GlobalEvaluation(plan, tests(observing.events) if tests is not None else None)
-    # Flower samples hospitals with `random` and its DP wrappers and mods draw
-    # noise from numpy's global generator (so does SecAgg+'s stochastic
-    # rounding): seed both for reproducible runs.
-    random.seed(plan.seed)
-    np.random.seed(plan.seed)
+    # Flower samples hospitals with `random` and its DP wrappers and mods draw noise from numpy's global
+    # generator (so does SecAgg+'s stochastic rounding): the run lends them the public seed's state, or its
+    # secret's under DP, and gives the caller's back when it ends.
     try:
-        start(observing, evaluation)
+        with global_generators(plan.server_entropy()):
+            start(observing, evaluation)
     except TooFewEligible as stop:
         state = observing.state
         observing.events.append({"round": state.upcoming, "hospital": "*", "event": "stopped", "reason": str(stop)})

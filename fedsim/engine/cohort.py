@@ -3,7 +3,7 @@
 When the in-process Grid is handed a round's train messages, ``CohortRound``
 reads the weights and config each one carries, trains all those hospitals
 in one compiled program (``fedsim.cohort.CohortTrainer``, on each hospital's
-own rows, batch plan and seeds) and keeps each result. Then every message is
+own rows, batch plan and generator) and keeps each result. Then every message is
 delivered as before: mods, adversaries and availability faults run, and the
 ClientApp's train handler takes its hospital's result when what reaches it
 (the weights, the config, the hospital) is what the cohort trained on; when a
@@ -75,12 +75,13 @@ class CohortRound:
 
     ``hospital_of(node_id)`` is the hospital index a node serves;
     ``local_data`` are the plan's data changes (poisoning), applied as the
-    ClientApp applies them.
+    ClientApp applies them; ``secret`` is the hospitals' (``make_client_app``'s).
     """
 
     def __init__(self, fed: Federation, model_fn: ModelFn, local_data: Sequence[Callable],
-                 hospital_of: Callable[[int], int], max_cohort: int = 256):
+                 hospital_of: Callable[[int], int], secret: int, max_cohort: int = 256):
         self.fed, self.model_fn, self.local_data, self.hospital_of = fed, model_fn, list(local_data), hospital_of
+        self.secret = secret
         self.max_cohort = max_cohort
         self.why_not = cohort_form(model_fn, fed.n_features)
         if self.why_not:
@@ -122,7 +123,7 @@ class CohortRound:
         tasks = []
         for hospital, _, config, weights in members:
             x, y = hospital_rows(self.fed, self.local_data, hospital)
-            rng = local_rng(config, hospital)
+            rng = local_rng(config, hospital, self.secret)
             order, bounds = batch_plan(len(x), rng=rng, **local_schedule(config))
             noise = noise_draws(rng, len(bounds) - 1, sum(int(np.prod(w.shape)) for w in weights)) if dp else None
             tasks.append(Task(weights, x, y, order, bounds, float(config["lr"]),

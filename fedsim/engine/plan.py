@@ -33,6 +33,7 @@ from fedsim.engine.ledger import PRIVACY_TABLE, PrivacyLedger
 from fedsim.engine.observers import CohortCheck, Eligibility, ReplyScreen, RoundObserver, RunState
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
+from fedsim.randomness import fresh_secret, server_entropy
 from fedsim.tables import Schema
 from fedsim.validation import Fraction, Integer, NoneValue, Options, Positive, check
 
@@ -150,6 +151,7 @@ class Plan:
     learning_rate: float
     local_steps: int | None
     seed: int
+    noise_seed: int | None = None  # the experimenter's secret (``fedsim.randomness``); None: a fresh one
     evaluate_every: int = 1
     label: str = "fedsim"
     observers: list[RoundObserver] = field(default_factory=list)
@@ -167,6 +169,10 @@ class Plan:
     _wrappers: dict[str, list[Wrapper]] = field(default_factory=lambda: {s: [] for s in WRAPPER_STAGES})
     _reports: dict[str, tuple[Schema, list[tuple[str, Callable[[], pd.DataFrame]]]]] = field(default_factory=dict)
     _strategy: Strategy | None = None
+
+    def __post_init__(self):
+        # The secret every privacy mechanism's randomness is drawn from (never the public seed, never sent).
+        self.secret = fresh_secret() if self.noise_seed is None else int(self.noise_seed)
 
     # --- what components call while installing -------------------------------------
     def add_mod(self, stage: str, mod: Mod) -> None:
@@ -218,6 +224,15 @@ class Plan:
         if self.local_steps is not None:
             config["local-steps"] = self.local_steps
         return ConfigRecord(config)
+
+    @property
+    def private(self) -> bool:
+        """Whether a privacy mechanism in the plan charges epsilon (its noise and sampling must stay secret)."""
+        return self.ledger is not None and bool(self.ledger.charges)
+
+    def server_entropy(self) -> list[int]:
+        """What the server's random draws come from: the public seed, or the run's secret under DP."""
+        return server_entropy(self.seed, self.secret, self.private)
 
     def steps_per_round(self, n_rows: int) -> int:
         """Local optimizer steps a hospital with ``n_rows`` training rows runs in one round."""

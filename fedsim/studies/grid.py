@@ -112,6 +112,8 @@ def cache_key(experiment: Experiment) -> str | None:
         digest.update(np.ascontiguousarray(array).tobytes())
     settings = {**config, "name": experiment.label, "version": importlib.metadata.version("fedsim")}
     digest.update(json.dumps(settings, sort_keys=True, default=str).encode())
+    if experiment.noise_seed is not None:  # the experimenter's secret changes the key, never appears in it
+        digest.update(hashlib.sha256(f"noise-seed {experiment.noise_seed}".encode()).digest())
     return digest.hexdigest()[:24]
 
 

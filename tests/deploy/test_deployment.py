@@ -33,8 +33,9 @@ class KeptRunning:
     def __init__(self, federation: LoopbackFederation):
         self.federation = federation
 
-    def __call__(self, n_nodes, root, simulation=False):
+    def __call__(self, n_nodes, root, simulation=False, noise_seed=None):
         assert (n_nodes, simulation) == (self.federation.n_nodes, False)
+        assert noise_seed in (None, self.federation.noise_seed)  # each SuperNode holds the experimenter's secret
         return self
 
     def __enter__(self):
@@ -47,7 +48,7 @@ class KeptRunning:
 @pytest.fixture(scope="module")
 def deployment(tmp_path_factory):
     """A SuperLink and 3 SuperNodes with their ClientApp workers for this module's deployment runs."""
-    federation = LoopbackFederation(3, tmp_path_factory.mktemp("federation")).start()
+    federation = LoopbackFederation(3, tmp_path_factory.mktemp("federation"), noise_seed=NOISE_SEED).start()
     yield federation
     assert federation.close() == [] and not launcher.tagged(federation.tag)
 
@@ -63,8 +64,11 @@ def global_auroc(result):
     return result.metrics.query("scope == 'global' and metric == 'auroc'").set_index("round")["value"]
 
 
+# The experimenter's noise secret: in-process, and in each SuperNode's node config (never sent by the server), so
+# the DP-SGD runs on both engines draw the same noise.
+NOISE_SEED = 20261208
 DEFENDED = dict(privacy=fs.privacy.DPSGD(noise_multiplier=1.0), adversaries=fs.adversaries.SignFlip(hospitals=["H002"]),
-                defenses=fs.defenses.NormBound())
+                defenses=fs.defenses.NormBound(), noise_seed=NOISE_SEED)
 
 
 # Hospitals drop out of rounds, and H000's test split stays out of evaluation (the hospitals evaluate).

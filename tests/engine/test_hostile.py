@@ -136,8 +136,10 @@ def h000_fails(message, context, call_next):
 
 
 def run(fed, mod, path, recorder=None, **extra):
+    """One run of ``path``; every run shares one noise secret, so runs differ only by what H000 does."""
     return fs.Experiment(federation=fed, model="logreg", rounds=ROUNDS, learning_rate=0.2, client_mods=[mod],
-                         observers=[recorder] if recorder else [], **PATHS.get(path, {}), **extra).run()
+                         observers=[recorder] if recorder else [], noise_seed=11, **PATHS.get(path, {}),
+                         **extra).run()
 
 
 @pytest.fixture(scope="module")

@@ -51,7 +51,7 @@ def set_up(own: Hospital, sent: dict) -> None:
     """Build ``own``'s federation (its rows, the roster) and ClientApp from what the server sent at setup."""
     pre = Preprocessor.from_settings(sent["preprocessor"]) if sent["preprocessor"] is not None else None
     fed = own.held = own.federation(roster_from(sent["roster"]), pre)
-    plan = Experiment(**experiment_fields(own.spec, federation=fed)).build_plan()
+    plan = Experiment(**experiment_fields(own.spec, federation=fed), noise_seed=own.noise_seed).build_plan()
     plan.seal()
     own.app = client_app(plan)
 
