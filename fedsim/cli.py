@@ -32,14 +32,15 @@ import yaml
 import data_synthetic
 import fedsim as fs
 from fedsim import demo
+from fedsim.experiment import SETTINGS
 from fedsim.plots import plot_comparison
 from fedsim.validation import Seq, Text, check
 
-EXPERIMENT_KEYS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size",
-                   "learning_rate", "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name",
-                   "privacy_budget", "policies", "privacy", "adversaries", "defenses", "availability", "observers",
-                   "audit")
+EXPERIMENT_KEYS = SETTINGS
 BASELINES = {"centralized": fs.baselines.centralized, "local_only": fs.baselines.local_only}
+CONFIG_HEADER = ("# The run's settings, defaults resolved: `fedsim run` reruns it (DP noise is fresh unless you give\n"
+                 "# the same --noise-seed; the seed below repeats everything else). What the run resolved from them\n"
+                 "# (each component as it describes itself, the training each hospital was asked for): audit.jsonl.\n")
 
 
 def load_config(path: str, extra: tuple[str, ...] = ()) -> dict:
@@ -108,7 +109,7 @@ def out_folder(folder: Path) -> Path:
     return folder
 
 
-def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
+def run(config_path: str, out: str | None, audit_key: str | None = None, noise_seed: int | None = None) -> int:
     """Run the configured experiment (and baselines); write metrics, config, a figure and the audit log.
 
     Returns the exit code: 0, or 1 when the run stopped early (too few hospitals eligible).
@@ -123,7 +124,7 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
     epochs = experiment.rounds * experiment.local_epochs
     folder = out_folder(Path(out or f"results/{Path(config_path).stem}-{datetime.now():%Y%m%d-%H%M%S}"))
     key = fs.governance.load_key(audit_key) if audit_key else None
-    result = experiment.replace(out=folder, audit_key=key).run()  # writes folder/audit.jsonl
+    result = experiment.replace(out=folder, audit_key=key, noise_seed=noise_seed).run()  # writes folder/audit.jsonl
     runs = {experiment.label: result}
     for name in baselines:
         baseline = BASELINES[name](fed, model=experiment.model, epochs=epochs, batch_size=experiment.batch_size,
@@ -138,8 +139,8 @@ def run(config_path: str, out: str | None, audit_key: str | None = None) -> int:
                                      ).to_csv(folder / f"{name}.csv", index=False)
     if not result.privacy.empty:
         print(result.privacy.groupby(["mechanism", "unit"]).epsilon.agg(["min", "max"]).round(3).to_string())
-    resolved = {"federation": config["federation"], "baselines": baselines, **experiment.config()}
-    (folder / "config.yaml").write_text(yaml.safe_dump(resolved, sort_keys=False))
+    rerun = {"federation": config["federation"], "baselines": baselines, **experiment.settings()}
+    (folder / "config.yaml").write_text(CONFIG_HEADER + yaml.safe_dump(rerun, sort_keys=False))
     plot_comparison(table).savefig(folder / "auroc.png", dpi=120)
 
     final = table[(table.scope == "global") & (table["round"] == table.groupby("run")["round"].transform("max"))]
@@ -232,6 +233,9 @@ def parser() -> argparse.ArgumentParser:
     run_cmd = commands.add_parser("run", help="run an experiment from a YAML config")
     run_cmd.add_argument("config")
     run_cmd.add_argument("--out", help="results folder (default: results/<config>-<time>)")
+    run_cmd.add_argument("--noise-seed", type=int, metavar="SECRET",
+                         help="the DP noise secret, to repeat a DP run exactly (kept out of every file the run "
+                              "writes; without it the noise is fresh)")
     export_cmd = commands.add_parser("export", help="write an experiment from a YAML config as a Flower app")
     export_cmd.add_argument("config")
     export_cmd.add_argument("--out", required=True, help="the app folder (created)")
@@ -328,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "demo":
             return demo.main(out_folder(Path(args.out)))
         elif args.command == "run":
-            return run(args.config, args.out, args.audit_key)
+            return run(args.config, args.out, args.audit_key, args.noise_seed)
         elif args.command == "export":
             export(args.config, args.out)
         elif args.command == "sweep":

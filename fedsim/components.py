@@ -71,6 +71,9 @@ UNITS = {
 }
 
 REGISTRY: dict[str, dict[str, type["Component"]]] = {family: {} for family in FAMILIES}
+# The ``fedsim.Experiment`` field that takes each family's components.
+FIELDS = {"privacy": "privacy", "adversary": "adversaries", "defense": "defenses", "availability": "availability",
+          "attack": "observers", "audit": "audit"}
 
 
 class Component:
@@ -250,5 +253,5 @@ def pick_hospitals(plan: Plan, hospitals, field: str = "hospitals", salt: int = 
     return sorted(fed.hospitals.index(h) for h in hospitals)
 
 
-__all__ = ["FAMILIES", "HOSPITALS", "REGISTRY", "ROLES", "THREATS", "UNITS", "Component", "Importable", "as_components",
-           "from_settings", "names", "pick_hospitals", "plain", "register"]
+__all__ = ["FAMILIES", "FIELDS", "HOSPITALS", "REGISTRY", "ROLES", "THREATS", "UNITS", "Component", "Importable",
+           "as_components", "from_settings", "names", "pick_hospitals", "plain", "register"]

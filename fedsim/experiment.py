@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsim import engine
 from fedsim._tf import note_device
-from fedsim.components import Component, as_components
+from fedsim.components import FIELDS, Component, as_components, plain
 from fedsim.defenses import UpdateValidator
 from fedsim.deploy import app as flower_app
 from fedsim.deploy import engine as flower_runtimes
@@ -23,7 +23,6 @@ from fedsim.governance.trail import Governance
 from fedsim.models import ModelFn, resolve_model
 from fedsim.results import Result, tidy
 from fedsim.strategies import make_strategy, strategy_label, title
-from fedsim.tables import PARTICIPATION
 from fedsim.validation import Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share, Text, check
 
 
@@ -102,8 +101,8 @@ class Experiment:
                                   ("strategy_options", (Mapping(), NoneValue()))):
             object.__setattr__(self, name, check(name, getattr(self, name), *constraints))
         object.__setattr__(self, "engine", engine.ALIASES.get(self.engine, self.engine))
-        for name, family in (("privacy", "privacy"), ("adversaries", "adversary"), ("defenses", "defense"),
-                             ("availability", "availability")):
+        for family in ("privacy", "adversary", "defense", "availability"):
+            name = FIELDS[family]
             object.__setattr__(self, name, as_components(name, getattr(self, name), family) or None)
         audits = as_components("audit", self.audit, "audit")
         if len(audits) > 1:
@@ -208,19 +207,42 @@ class Experiment:
                 plan.privacy_ledger().cap(hospital, cap, "privacy budget")
         return plan
 
+    def settings(self) -> dict:
+        """The experiment as plain data, what a config holds (``SETTINGS``): ``fedsim run`` takes it back as YAML,
+        a deployment spec carries it, ``Experiment(federation=..., **settings)`` rebuilds an equal experiment.
+
+        Components appear as ``{"name": ..., <settings>}``; observers that are
+        not fedsim components and ``client_mods`` have no plain form and are
+        left out (``to_spec`` and the study cache refuse such experiments).
+        """
+        settings = {}
+        for name in SETTINGS:
+            value = getattr(self, name)
+            if name in FIELDS.values():
+                items = [c for c in (value if isinstance(value, tuple) else (value,)) if isinstance(c, Component)]
+                value = [{"name": c.name, **c.settings()} for c in items]
+                value = (value[0] if value else None) if name == "audit" else value
+            elif name == "model":
+                value = _plain_name(value)
+            elif name == "strategy":
+                value = strategy_label(value)
+            elif name == "policies" and value is not None:
+                value = {h: p if isinstance(p, dict) else dataclasses.asdict(p) for h, p in value.items()}
+            settings[name] = plain(value)
+        return settings
+
     def config(self) -> dict:
-        """The resolved settings as plain data: what the audit log, the results folder and the cache record."""
+        """The resolved settings as plain data: what the audit log, the results folder and the cache record.
+
+        ``settings()``, with the federation's description, every component as
+        it describes itself (the default validator included), the training
+        every hospital is asked for and each hospital's resolved policy.
+        """
         plan = self.build_plan()
         return {
-            "federation": repr(self.federation), "model": _plain_name(self.model),
-            "strategy": strategy_label(self.strategy), "strategy_options": dict(self.strategy_options or {}),
-            "rounds": self.rounds, "local_epochs": self.local_epochs, "batch_size": self.batch_size,
-            "learning_rate": self.learning_rate, "fraction_train": self.fraction_train,
-            "local_steps": self.local_steps, "engine": self.engine, "seed": self.seed,
-            "evaluate_every": self.evaluate_every,
+            "federation": repr(self.federation), **self.settings(),
             "components": [c.describe() for c in self.components()],
             "client_training": dict(plan.train_config()),
-            "privacy_budget": self.privacy_budget,
             "policies": {h: dataclasses.asdict(p) for h, p in resolve_policies(self.policies, self.federation).items()},
         }
 
@@ -263,11 +285,18 @@ class Experiment:
             governance.abort(error)
             raise
         plan.final_weights = outcome.weights
-        tables = {"participation": PARTICIPATION.frame(outcome.events), **plan.reports()}
+        tables = {"participation": plan.decisions.participation_table(), "decisions": plan.decisions.table(),
+                  **plan.reports()}
         result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
                         plan.model_fn, self.config(), tables, audit_path=governance.path)
-        governance.finish(result, outcome.events, outcome.test)
+        governance.finish(result, plan.decisions.participation(), outcome.test)
         return result
+
+
+# What a config holds of an Experiment: every field but the data, where its results go, and the secrets and
+# Python objects that never leave the user's process.
+SETTINGS = tuple(f.name for f in dataclasses.fields(Experiment)
+                 if f.name not in ("federation", "out", "audit_key", "noise_seed", "client_mods"))
 
 
 def _sequence(field: str, value) -> tuple:

@@ -1,4 +1,5 @@
 import os
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -196,3 +197,32 @@ def test_other_os_errors_are_one_line_errors(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(cli, "run", denied)
     assert main(["run", write(tmp_path, TINY)]) == 2
     one_line_error(capsys, "error: table.csv: Permission denied")
+
+
+EXAMPLES = sorted((Path(__file__).resolve().parents[1] / "examples").glob("*.yaml"))
+RUNNABLE = [p for p in EXAMPLES if "candidates" not in yaml.safe_load(p.read_text())]  # `fedsim assess`'s: its own
+
+
+@pytest.mark.parametrize("example", RUNNABLE, ids=[p.name for p in RUNNABLE])
+def test_a_results_folders_config_reruns_to_identical_metrics(tmp_path, example):
+    """The example (2 rounds, to stay fast) run, then its folder's config.yaml run again: the same metrics."""
+    config = {**yaml.safe_load(example.read_text()), "rounds": 2}
+    assert main(["run", write(tmp_path, config), "--out", str(tmp_path / "first")]) == 0
+    assert main(["run", str(tmp_path / "first" / "config.yaml"), "--out", str(tmp_path / "again")]) == 0
+    first, again = (pd.read_csv(tmp_path / name / "metrics.csv") for name in ("first", "again"))
+    pd.testing.assert_frame_equal(first, again)
+
+
+def test_a_dp_runs_config_reruns_with_the_same_noise_secret_and_never_holds_it(tmp_path):
+    config = {**TINY, "baselines": [], "privacy": [{"name": "dpsgd", "noise_multiplier": 1.0}],
+              "adversaries": [{"name": "sign_flip", "hospitals": ["H001"]}], "defenses": [{"name": "trust_score"}]}
+    runs = {}
+    for name, path, secret in (("first", write(tmp_path, config), "987654321"),
+                               ("again", str(tmp_path / "first" / "config.yaml"), "987654321"),
+                               ("fresh", str(tmp_path / "first" / "config.yaml"), None)):
+        assert main(["run", path, "--out", str(tmp_path / name), *(["--noise-seed", secret] if secret else [])]) == 0
+        runs[name] = pd.read_csv(tmp_path / name / "metrics.csv")
+    pd.testing.assert_frame_equal(runs["first"], runs["again"])
+    assert not runs["first"].value.equals(runs["fresh"].value)
+    for written in (tmp_path / "first").iterdir():
+        assert written.suffix == ".png" or "987654321" not in written.read_text()

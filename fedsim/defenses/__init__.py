@@ -5,11 +5,13 @@ Robust aggregation rules are Flower's own strategies, by name:
 (``strategy_options={"num_malicious_nodes": 2}`` for the Krum family).
 The components here, one per file, add to whatever strategy runs:
 
-- ``update_validator``: a reply screen rejecting malformed or implausible
-  updates (NaN/Inf, wrong keys, shapes or dtypes, absurd norms, implausible
-  example counts) before any strategy sees them; every rejection lands in
-  ``res.participation``. Every experiment gets a basic one (structure and
-  finiteness) even when none is given.
+- ``update_validator``: a reply screen rejecting implausible updates (an
+  absurd norm, an example count other than the hospital's committed one)
+  before any strategy sees them; malformed ones (NaN/Inf, wrong keys, shapes
+  or dtypes) never get that far (the engine's ``ReplyCheck``). Every
+  experiment gets one with its defaults, which reject no honest hospital on
+  any shipped configuration; every rejection lands in the run's decision
+  record (``res.participation``, the audit log, the report).
 - ``norm_bound``: bounds the L2 norm of every update (Sun et al. 2019),
   optionally adding weak Gaussian noise to each update.
 - ``trust_score``: FLTrust-style trust scores (Cao et al. 2021) from a small

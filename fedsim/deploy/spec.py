@@ -1,8 +1,8 @@
 """An Experiment as a plain JSON spec, and back: what travels to the processes of a Flower federation.
 
 The spec holds how to rebuild the federation (a synthetic federation's
-generator settings, or a table's path and columns), the Experiment's plain
-fields and every component as ``{"name": ..., <settings>}``. A ServerApp or
+generator settings, or a table's path and columns) and the Experiment's
+``settings()`` (every component as ``{"name": ..., <settings>}``). A ServerApp or
 ClientApp in another process (or on another machine) rebuilds the same
 Experiment with ``Experiment(**experiment_fields(spec))``.
 
@@ -12,20 +12,15 @@ components, a signing key, and a federation built from an in-memory table
 (save it and give its path).
 """
 
-import dataclasses
 import json
 from pathlib import Path
 
 import pandas as pd
 
-from fedsim.components import Component, from_settings
+from fedsim.components import FIELDS, Component, from_settings
 from fedsim.federation import Federation, synthetic_federation
 
 VERSION = 1
-PLAIN_FIELDS = ("model", "strategy", "strategy_options", "rounds", "local_epochs", "batch_size", "learning_rate",
-                "fraction_train", "local_steps", "engine", "seed", "evaluate_every", "name", "privacy_budget")
-COMPONENT_FIELDS = {"privacy": "privacy", "adversaries": "adversary", "defenses": "defense",
-                    "availability": "availability", "observers": "attack"}
 TABLE_KEYS = ("path", "target", "site", "test_size", "seed", "features", "positive", "name", "preprocessing")
 
 
@@ -48,14 +43,11 @@ def to_spec(experiment, federation: dict | None = None) -> dict:
     if experiment.audit_key is not None:
         raise ValueError("audit_key: a signing key does not travel in a spec; sign the exported app's audit log "
                          "where the ServerApp runs")
-    fields = {name: getattr(experiment, name) for name in PLAIN_FIELDS}
-    for name in COMPONENT_FIELDS:
-        fields[name] = [component_spec(name, c) for c in getattr(experiment, name) or ()]
-    fields["audit"] = component_spec("audit", experiment.audit) if experiment.audit is not None else None
-    fields["policies"] = None if experiment.policies is None else {
-        key: policy if isinstance(policy, dict) else dataclasses.asdict(policy)
-        for key, policy in experiment.policies.items()}
-    spec["experiment"] = fields
+    for observer in experiment.observers:
+        component_spec("observers", observer)  # a Python observer cannot travel
+    for component in experiment.components():
+        component_spec(FIELDS[component.family], component)  # each rebuilds from its settings, none reads rows
+    spec["experiment"] = experiment.settings()
     try:
         return json.loads(json.dumps(spec, allow_nan=False))
     except (TypeError, ValueError) as error:
@@ -141,10 +133,6 @@ def experiment_fields(spec: dict | str, federation: Federation | None = None) ->
     deployment's party builds the one it holds: ``fedsim.deploy.hospital``).
     """
     spec = load_spec(spec)
-    fields = dict(spec["experiment"])
-    for name, family in COMPONENT_FIELDS.items():
-        fields[name] = tuple(from_settings(c, family, name) for c in fields[name])
-    if fields["audit"] is not None:
-        fields["audit"] = from_settings(fields["audit"], "audit", "audit")
+    fields = dict(spec["experiment"])  # components as {"name": ..., <settings>}: the Experiment rebuilds them
     fields["federation"] = federation if federation is not None else load_federation(spec["federation"])
     return fields

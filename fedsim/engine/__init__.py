@@ -72,7 +72,7 @@ def run_on_grid(grid: Grid, plan: Plan, hospital_of: dict[int, str]) -> Outcome:
     plan.seal()
     check(plan, "deployment")
     nodes = {hospital: node for node, hospital in hospital_of.items()}
-    tests = None if plan.federation.holds_all else (lambda events: HospitalTests(plan, grid, nodes, events))
+    tests = None if plan.federation.holds_all else (lambda record: HospitalTests(plan, grid, nodes, record))
     return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__, tests=tests)
 
 

@@ -34,11 +34,10 @@ class HeldOutRisks:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a run leaves: final global weights, tidy evaluation rows, participation events."""
+    """What a run leaves: final global weights and tidy evaluation rows (its decisions are in ``plan.decisions``)."""
 
     weights: list[np.ndarray]
     rows: list[dict]
-    events: list[dict]
     test: HeldOutRisks  # the final model's risks on the test splits it was evaluated on
 
 
@@ -127,8 +126,8 @@ class HospitalTests:
     or malformed counts with no test rows that round, and the reason is logged.
     """
 
-    def __init__(self, plan: Plan, grid: Grid, nodes: dict[str, int], events: list[dict]):
-        self.plan, self.grid, self.nodes, self.events = plan, grid, nodes, events
+    def __init__(self, plan: Plan, grid: Grid, nodes: dict[str, int], record: Callable[..., None]):
+        self.plan, self.grid, self.nodes, self.record = plan, grid, nodes, record
 
     def __call__(self, server_round: int, trainer, weights: list[np.ndarray]) -> HeldOutRisks:
         fed = self.plan.federation
@@ -146,8 +145,7 @@ class HospitalTests:
                 except ValueError as error:
                     why[i] = str(error)
         for i in sorted(set(why) - set(found)):
-            self.events.append({"round": server_round, "hospital": fed.hospitals[i], "event": "not evaluated",
-                                "reason": why[i]})
+            self.record(server_round, fed.hospitals[i], "not evaluated", why[i], "HospitalTests")
         parts = [found.get(i, (np.zeros(0, np.float32), np.zeros(0, np.float32))) for i in range(fed.n_hospitals)]
         sizes = [len(y) for y, _ in parts]
         return HeldOutRisks(np.concatenate([y for y, _ in parts]), np.concatenate([p for _, p in parts]),
@@ -212,9 +210,10 @@ def run_rounds(
 ) -> Outcome:
     """Run a server loop (``start``) on ``observing``; stop cleanly when too few hospitals are eligible.
 
-    ``tests(events)``: where the test splits are (default: held here, ``PooledTest``).
+    ``tests(record)``: where the test splits are (default: held here, ``PooledTest``); ``record`` is the
+    grid's, for the hospitals that could not evaluate.
     """
-    evaluation = GlobalEvaluation(plan, tests(observing.events) if tests is not None else None)
+    evaluation = GlobalEvaluation(plan, tests(observing.record) if tests is not None else None)
     # Flower samples hospitals with `random` and its DP wrappers and mods draw noise from numpy's global
     # generator (so does SecAgg+'s stochastic rounding): the run lends them the public seed's state, or its
     # secret's under DP, and gives the caller's back when it ends.
@@ -223,14 +222,13 @@ def run_rounds(
             start(observing, evaluation)
     except TooFewEligible as stop:
         state = observing.state
-        observing.events.append({"round": state.upcoming, "hospital": "*", "event": "stopped", "reason": str(stop)})
+        observing.record(state.upcoming, "*", "stopped", str(stop), "engine")
         rows = evaluation.rows
         if not rows or rows[-1]["round"] != state.completed_rounds:
             evaluation(state.completed_rounds, evaluation.latest)
     finally:
         evaluation.progress.close()
-    return Outcome(weights=evaluation.latest, rows=evaluation.rows, events=observing.events,
-                   test=evaluation.predictions)
+    return Outcome(weights=evaluation.latest, rows=evaluation.rows, test=evaluation.predictions)
 
 
 def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], tests=None) -> Outcome:
@@ -242,11 +240,13 @@ def serve(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], tests=None)
     observing = ObservingGrid(
         grid, hospital_of, plan.observers, [ReplyCheck(), *plan.screens], plan.eligibility,
         min_nodes=max(getattr(base, "min_available_nodes", 1), getattr(base, "min_train_nodes", 1)),
-        state=plan.state, cohort_checks=plan.cohort_checks,
+        state=plan.state, cohort_checks=plan.cohort_checks, decisions=plan.decisions,
     )
 
     def start(observing: ObservingGrid, evaluation: GlobalEvaluation) -> None:
         def evaluate(server_round: int, arrays: ArrayRecord) -> MetricRecord | None:
+            if server_round:  # Flower evaluates after each round's aggregation
+                observing.close_round(server_round)
             metrics = evaluation(server_round, arrays.to_numpy_ndarrays())
             return None if metrics is None else MetricRecord(metrics)
 

@@ -48,11 +48,15 @@ class Decisions:
         """Add a decision (once: strategies ask for node ids several times a round)."""
         if decision not in OUTCOMES:
             raise ValueError(f"decision: unknown {decision!r}; allowed: {list(OUTCOMES)}")
-        key = (server_round, hospital, decision, by)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.rows.append({"round": int(server_round), "hospital": hospital, "decision": decision, "by": by,
-                              "reason": reason, "value": float(value)})
+        key = (int(server_round), hospital, decision, by)
+        if key in self._seen:  # said again: keep what the later report adds (a rule's reason and value)
+            row = next(r for r in self.rows if (r["round"], r["hospital"], r["decision"], r["by"]) == key)
+            row["reason"] = reason or row["reason"]
+            row["value"] = row["value"] if math.isnan(value) else float(value)
+            return
+        self._seen.add(key)
+        self.rows.append({"round": int(server_round), "hospital": hospital, "decision": decision, "by": by,
+                          "reason": reason, "value": float(value)})
 
     def of_round(self, server_round: int) -> list[dict]:
         """The decisions about one round, in the order made."""
@@ -117,10 +121,10 @@ class Reporting:
         return hospital_of(node_id) if hospital_of else str(node_id)
 
     def report(self, server_round: int, reply: Message, decision: str, reason: str = "",
-               value: float = math.nan) -> None:
-        """Record ``decision`` about ``reply`` (see ``fedsim.engine.decisions``), by this strategy."""
+               value: float = math.nan, by: str | None = None) -> None:
+        """Record ``decision`` about ``reply`` (see ``fedsim.engine.decisions``), by this strategy (or ``by``)."""
         row = {"round": server_round, "hospital": self.hospital(reply), "decision": decision, "reason": reason,
-               "by": type(self).__name__, "value": value}
+               "by": by or type(self).__name__, "value": value}
         if not hasattr(self, "reported"):
             self.reported = []
         self.reported.append(row)

@@ -6,10 +6,12 @@ hooks work with every strategy, unmodified, and with both engines:
 - eligibility checks decide which hospitals the strategy may sample (a
   privacy budget that is spent, a policy);
 - screens reject replies before aggregation (an update validator);
-- observers see every exchange after screening (audit log, ledger, attacks).
+- observers see every exchange after screening (audit log, ledger, attacks),
+  and hear when a round's aggregation is over (``on_round_end``).
 
-Every exclusion, failure and rejection is kept as a row of ``events``, and
-the grid advances the run's one round counter (``RunState``) that every
+Every exclusion, failure and rejection goes to the run's decision record
+(``fedsim.engine.decisions``), which strategies reach through this grid too,
+and the grid advances the run's one round counter (``RunState``) that every
 component reads.
 """
 
@@ -17,10 +19,12 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from flwr.app import Message, RecordDict
-from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
 from flwr.common.secure_aggregation.secaggplus_constants import Key as SecAggKey
 from flwr.serverapp import Grid
 from flwr.supercore.run import Run
+
+from fedsim.engine.decisions import Decisions
 
 # A check returns why a hospital may not take part in the next round, or None.
 Eligibility = Callable[[str], str | None]
@@ -91,6 +95,9 @@ class RoundObserver:
     def on_exchange(self, exchange: Exchange) -> None:
         """Called after each round trip, before the strategy aggregates the replies."""
 
+    def on_round_end(self, server_round: int) -> None:
+        """Called once the round's aggregation is over (every decision about its replies is recorded)."""
+
 
 class ReplyScreen:
     """Base class for screens; override ``screen``."""
@@ -117,6 +124,7 @@ class ObservingGrid(Grid):
         min_nodes: int = 1,
         state: RunState | None = None,
         cohort_checks: Sequence[CohortCheck] = (),
+        decisions: Decisions | None = None,
     ):
         self.grid = grid
         self.hospital_of = hospital_of
@@ -126,8 +134,8 @@ class ObservingGrid(Grid):
         self.cohort_checks = list(cohort_checks)
         self.min_nodes = min_nodes
         self.state = state if state is not None else RunState()
-        self.events: list[dict] = []
-        self._seen: set[tuple] = set()
+        self.decisions = decisions if decisions is not None else Decisions()
+        self.delivered: dict[int, list[str]] = {}  # per round: hospitals whose update reached the strategy
 
     def set_run(self, run: Run) -> None:
         self.grid.set_run(run)
@@ -139,12 +147,19 @@ class ObservingGrid(Grid):
     def create_message(self, content, message_type, dst_node_id, group_id, ttl=None) -> Message:
         return self.grid.create_message(content, message_type, dst_node_id, group_id, ttl)
 
-    def record(self, server_round: int, hospital: str, event: str, reason: str) -> None:
-        """Log an event once (strategies ask for node ids several times a round)."""
-        key = (server_round, hospital, event)
-        if key not in self._seen:
-            self._seen.add(key)
-            self.events.append({"round": server_round, "hospital": hospital, "event": event, "reason": reason})
+    @property
+    def events(self) -> list[dict]:
+        """The participation rows so far (``Decisions.participation``)."""
+        return self.decisions.participation()
+
+    def record(self, server_round: int, hospital: str, event: str, reason: str, by: str = "") -> None:
+        """Record a decision about ``hospital`` in the run's decision record (once per round, event and maker)."""
+        self.decisions.record(server_round, hospital, event, reason, by)
+
+    def close_round(self, server_round: int) -> None:
+        """The round's aggregation is over: tell every observer."""
+        for observer in self.observers:
+            observer.on_round_end(server_round)
 
     def get_node_ids(self) -> Iterable[int]:
         node_ids = list(self.grid.get_node_ids())
@@ -154,13 +169,13 @@ class ObservingGrid(Grid):
             hospital = self.hospital_of(node_id)
             reasons = [r for check in self.eligibility if (r := check(hospital))]
             if reasons:
-                self.record(upcoming, hospital, "excluded", "; ".join(reasons))
+                self.record(upcoming, hospital, "excluded", "; ".join(reasons), "eligibility")
             else:
                 eligible.append(node_id)
         for check in self.cohort_checks:
             out = check([self.hospital_of(n) for n in eligible])
             for hospital, reason in out.items():
-                self.record(upcoming, hospital, "excluded", reason)
+                self.record(upcoming, hospital, "excluded", reason, "eligibility")
             eligible = [n for n in eligible if self.hospital_of(n) not in out]
         self.state.eligible[upcoming] = tuple(self.hospital_of(n) for n in eligible)
         if len(eligible) < self.min_nodes:
@@ -191,13 +206,19 @@ class ObservingGrid(Grid):
             replies={self.hospital_of(r.metadata.src_node_id): r for r in replies},
         )
         for hospital, reason in exchange.failures().items():
-            self.record(exchange.server_round, hospital, "failed", reason)
+            self.record(exchange.server_round, hospital, "failed", reason, "ClientApp")
+        for hospital in exchange.sent:
+            if hospital not in exchange.replies:
+                self.record(exchange.server_round, hospital, "failed", "no reply", "Grid")
         for screen in self.screens:
             for hospital, reason in screen.screen(exchange).items():
-                exchange.rejected.setdefault(hospital, reason)
-                self.record(exchange.server_round, hospital, "rejected", reason)
+                if hospital not in exchange.rejected:
+                    exchange.rejected[hospital] = reason
+                    self.record(exchange.server_round, hospital, "rejected", reason, type(screen).__name__)
         for observer in self.observers:
             observer.on_exchange(exchange)
+        if exchange.message_type == "train" and exchange.secagg_stage in (None, Stage.COLLECT_MASKED_VECTORS):
+            self.delivered[exchange.server_round] = sorted(h for h in exchange.updates())
         if exchange.message_type == "train":
             self.state.completed_rounds = max(self.state.completed_rounds, exchange.server_round)
         return [r for r in replies if self.hospital_of(r.metadata.src_node_id) not in exchange.rejected]

@@ -29,8 +29,10 @@ import pandas as pd
 from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
+from fedsim.engine.decisions import Decisions
 from fedsim.engine.ledger import PRIVACY_TABLE, PrivacyLedger
 from fedsim.engine.observers import CohortCheck, Eligibility, ReplyScreen, RoundObserver, RunState
+from fedsim.engine.wrapper import AggregationRecord
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
 from fedsim.randomness import fresh_secret, server_entropy
@@ -163,6 +165,7 @@ class Plan:
         default_factory=list)
     secagg: SecAggSettings | None = None
     state: RunState = field(default_factory=RunState)
+    decisions: Decisions = field(default_factory=Decisions)
     ledger: PrivacyLedger | None = None
     final_weights: list[np.ndarray] | None = None  # the global model the run ended with (set when it ends)
     _mods: dict[str, list[Mod]] = field(default_factory=lambda: {s: [] for s in MOD_STAGES})
@@ -241,9 +244,13 @@ class Plan:
 
     # --- what the engine calls ---------------------------------------------------------
     def seal(self) -> None:
-        """Compose the strategy from its wrappers; no component may install after this."""
+        """Compose the strategy from its wrappers; no component may install after this.
+
+        Innermost, the engine's ``AggregationRecord`` records which replies
+        reach the aggregation rule.
+        """
         if self._strategy is None:
-            strategy = self.base_strategy
+            strategy = AggregationRecord(self.base_strategy)
             for stage in WRAPPER_STAGES:
                 for factory in self._wrappers[stage]:
                     wrapped = factory(strategy)

@@ -39,7 +39,7 @@ from fedsim.engine.apps import GlobalEvaluation, Outcome, run_rounds
 from fedsim.engine.observers import ObservingGrid
 from fedsim.engine.plan import Plan
 from fedsim.engine.replies import ReplyCheck
-from fedsim.engine.wrapper import StrategyWrapper
+from fedsim.engine.wrapper import StrategyWrapper, unrecorded
 
 
 class InputCheck:
@@ -187,9 +187,9 @@ def _client_side_dp(plan: Plan) -> DifferentialPrivacyClientSideFixedClipping | 
 
 def check_plan(plan: Plan) -> tuple[float, int, int]:
     """The legacy FedAvg's sampling (fraction, min fit, min available), after checking the plan fits SecAgg+."""
-    settings, strategy = plan.secagg, plan.strategy
+    settings, strategy = plan.secagg, unrecorded(plan.strategy)
     if (dp := _client_side_dp(plan)) is not None:  # distributed DP: hospitals clip, the server noises the sum
-        strategy = dp.strategy
+        strategy = unrecorded(dp.strategy)
     if type(strategy) is not FedAvg:
         what = (f"strategy {type(plan.base_strategy).__name__}" if strategy is plan.base_strategy else
                 f"{type(strategy).__name__} (a server-side wrapper: it would need the individual updates the "
@@ -218,7 +218,8 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], test
     fraction, min_fit, min_available = check_plan(plan)
     observing = _LegacyObservingGrid(grid, hospital_of, plan.observers,
                                      [ReplyCheck(settings.modulus_range), *plan.screens], plan.eligibility,
-                                     min_nodes=min_available, state=plan.state, cohort_checks=plan.cohort_checks)
+                                     min_nodes=min_available, state=plan.state, cohort_checks=plan.cohort_checks,
+                                     decisions=plan.decisions)
     secagg = SecAggPlusWorkflow(
         settings.num_shares, settings.reconstruction_threshold, max_weight=max_weight(plan),
         clipping_range=float(settings.clipping_range), quantization_range=settings.quantization_range,
@@ -229,16 +230,19 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], test
         """One SecAgg+ round; a round the protocol gives up on is logged (the model stays as it was)."""
         before = context.state.array_records[MAIN_PARAMS_RECORD]
         secagg(grid, context)
+        server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
         if context.state.array_records[MAIN_PARAMS_RECORD] is before:
-            server_round = int(context.state.config_records[MAIN_CONFIGS_RECORD][Key.CURRENT_ROUND])
-            observing.events.append({
-                "round": server_round, "hospital": "*", "event": "aborted",
-                "reason": "SecAgg+: too few hospitals stayed to unmask the sum "
-                          f"(reconstruction threshold {secagg.reconstruction_threshold}); model unchanged",
-            })
+            observing.record(server_round, "*", "aborted", "SecAgg+: too few hospitals stayed to unmask the sum "
+                             f"(reconstruction threshold {secagg.reconstruction_threshold}); model unchanged",
+                             "SecAggPlusWorkflow")
+            return
+        for hospital in observing.delivered.get(server_round, ()):  # their masked vectors are in the sum
+            observing.record(server_round, hospital, "aggregated", "in the unmasked sum", "SecAgg+ (FedAvg)")
 
     def start(observing: ObservingGrid, evaluation: GlobalEvaluation) -> None:
         def evaluate(server_round: int, weights: list[np.ndarray], config: dict) -> tuple[float, dict] | None:
+            if server_round:  # the legacy workflow evaluates after each round's aggregation
+                observing.close_round(server_round)
             metrics = evaluation(server_round, weights)
             return None if metrics is None else (metrics["loss"], metrics)
 

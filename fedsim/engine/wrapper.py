@@ -24,10 +24,11 @@ import numpy as np
 from flwr.app import ArrayRecord, Message
 from flwr.serverapp.strategy import Strategy
 
+from fedsim.engine.decisions import Reporting
 from fedsim.engine.messages import flat, replace_weights, unflat, weights_of
 
 
-class StrategyWrapper(Strategy):
+class StrategyWrapper(Reporting, Strategy):
     """A Flower strategy that delegates to ``strategy`` and may rework the train replies first.
 
     Override ``process_replies(server_round, replies)`` to filter or rewrite
@@ -37,8 +38,11 @@ class StrategyWrapper(Strategy):
     ``flat_update(reply)`` and ``set_update(reply, update)`` read and write
     it), ``hospital(reply)`` names a reply's hospital and
     ``reject(server_round, reply, reason)`` records that a reply is left out
-    (in the run's participation table); leaving it out is up to you.
-    Any attribute the wrapper lacks is read from the wrapped strategy.
+    (in the run's decision record: participation table, audit log, report);
+    leaving it out is up to you. A reply left out without ``reject`` is
+    recorded as rejected "without a reason"; ``report`` records any other
+    decision (``fedsim.engine.decisions``). Any attribute the wrapper lacks
+    is read from the wrapped strategy.
     """
 
     def __init__(self, strategy: Strategy):
@@ -47,7 +51,7 @@ class StrategyWrapper(Strategy):
         self.strategy = strategy
         self.current_weights: list[np.ndarray] | None = None
         self.grid = None
-        self.rejections: list[dict] = []
+        self.reported: list[dict] = []
 
     def __getattr__(self, name):
         inner = self.__dict__.get("strategy")
@@ -61,12 +65,6 @@ class StrategyWrapper(Strategy):
         return replies
 
     # --- helpers ---------------------------------------------------------------
-    def hospital(self, reply: Message) -> str:
-        """The id of the hospital that sent ``reply``."""
-        hospital_of = getattr(self.grid, "hospital_of", None)
-        node_id = reply.metadata.src_node_id
-        return hospital_of(node_id) if hospital_of else str(node_id)
-
     def update(self, reply: Message) -> list[np.ndarray]:
         """The reply's weights minus the global weights of this round."""
         return [np.asarray(w, np.float64) - np.asarray(g, np.float64)
@@ -83,23 +81,23 @@ class StrategyWrapper(Strategy):
 
     def reject(self, server_round: int, reply: Message, reason: str) -> None:
         """Record that ``reply`` is not aggregated (the caller leaves it out)."""
-        hospital = self.hospital(reply)
-        reason = f"{type(self).__name__}: {reason}"
-        self.rejections.append({"round": server_round, "hospital": hospital, "reason": reason})
-        record = getattr(self.grid, "record", None)  # the run's participation log (ObservingGrid)
-        if record is not None:
-            record(server_round, hospital, "rejected", reason)
+        self.report(server_round, reply, "rejected", f"{type(self).__name__}: {reason}")
 
     # --- Flower's Strategy interface, delegated ---------------------------------
     def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid) -> Iterable[Message]:
         self.current_weights = arrays.to_numpy_ndarrays()
-        self.grid = grid
+        self.remember_grid(grid)
         return self.strategy.configure_train(server_round, arrays, config, grid)
 
     def aggregate_train(self, server_round: int, replies: Iterable[Message]):
         replies = list(replies)
         with_content = [r for r in replies if r.has_content()]
         kept = self.process_replies(server_round, with_content) if with_content else []
+        rejected = {r["hospital"] for r in self.reported if r["round"] == server_round and r["decision"] == "rejected"}
+        left = {self.hospital(r) for r in with_content} - {self.hospital(r) for r in kept} - rejected
+        for reply in with_content:
+            if self.hospital(reply) in left:
+                self.reject(server_round, reply, "left out without a reason")
         return self.strategy.aggregate_train(server_round, kept + [r for r in replies if not r.has_content()])
 
     def configure_evaluate(self, server_round: int, arrays: ArrayRecord, config, grid) -> Iterable[Message]:
@@ -110,3 +108,36 @@ class StrategyWrapper(Strategy):
 
     def summary(self) -> None:
         self.strategy.summary()
+
+
+class AggregationRecord(StrategyWrapper):
+    """The engine's innermost wrapper: records which replies reach the aggregation rule (``aggregated``).
+
+    Whatever a wrapper outside it, a DP mechanism or the rule itself does,
+    the decision record then says which replies the rule really received.
+    """
+
+    def configure_train(self, server_round: int, arrays: ArrayRecord, config, grid) -> Iterable[Message]:
+        self.remember_grid(grid)  # it reads no update: no need to decode the weights
+        return self.strategy.configure_train(server_round, arrays, config, grid)
+
+    def process_replies(self, server_round: int, replies: list[Message]) -> list[Message]:
+        rule = type(self.strategy).__name__
+        for reply in replies:
+            self.report(server_round, reply, "aggregated", by=rule)
+        return replies
+
+    def aggregate_train(self, server_round: int, replies: Iterable[Message]):
+        replies = list(replies)
+        arrays, metrics = super().aggregate_train(server_round, replies)
+        if arrays is None:  # the rule released no aggregate (too few replies for Bulyan...): none was aggregated
+            for reply in replies:
+                if reply.has_content():
+                    self.report(server_round, reply, "not selected",
+                                f"{type(self.strategy).__name__} released no aggregate this round")
+        return arrays, metrics
+
+
+def unrecorded(strategy: Strategy) -> Strategy:
+    """``strategy`` without the engine's ``AggregationRecord`` around it."""
+    return strategy.strategy if isinstance(strategy, AggregationRecord) else strategy

@@ -10,15 +10,19 @@ results folder and writes:
   policies, the aggregation rule, and every component in play as it
   describes itself (family, registry name, settings, threats; unit and trust
   model for privacy techniques), plus any piece of the user's own;
-- ``round`` (one per training round, before aggregation): sampled,
+- ``round`` (one per training round, once its aggregation is over): sampled,
   responding, dropped (failed), rejected and excluded hospitals with
   reasons, each update's L2 norm, clipping/noise in force, each charged
   hospital's cumulative DP steps (and epsilon, for hospitals under a cap),
-  the aggregation rule's decisions (Krum/MultiKrum selection recomputed with
-  Flower's own ``select_multikrum``; share of coordinates trimmed per
-  hospital for FedTrimmedAvg). Under SecAgg+ the masked-vectors stage is the
-  round (no update norms: the server only sees masked vectors); the other
-  protocol stages are ``exchange`` entries;
+  and what the aggregation rule did (``aggregation``: the rule, the
+  hospitals whose reply it aggregated, those it left out and why, what it
+  reported per reply such as the share of coordinates trimmed). Every
+  decision in it is read from the run's decision record
+  (``fedsim.engine.decisions``), where the components that made it put it:
+  the participation table and the report read the same record. Under
+  SecAgg+ the masked-vectors stage is the round (no update norms: the
+  server only sees masked vectors); the other protocol stages are
+  ``exchange`` entries;
 - ``policy``: each enforcement of an institution policy;
 - ``result``: released metrics, participation, privacy ledger, other tables,
   the model and a hash of its final weights, and the final model's evaluation
@@ -41,10 +45,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from flwr.common.secure_aggregation.secaggplus_constants import Stage
-from flwr.serverapp.strategy.multikrum import select_multikrum
 
 from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.engine.decisions import round_summary
 from fedsim.engine.messages import arrays, decoded
+from fedsim.engine.wrapper import unrecorded
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.evaluation import evaluation, provenance
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
@@ -170,42 +175,6 @@ def update_norms(exchange: Exchange) -> dict[str, float]:
     return norms
 
 
-def aggregation_decisions(strategy, exchange: Exchange) -> dict:
-    """What the aggregation rule decided about each reply, recomputed from the replies it receives."""
-    inner = strategy_chain(strategy)[-1]
-    name = type(inner).__name__
-    updates = exchange.updates()
-    hospitals = list(updates)
-    if not hospitals:
-        return {"rule": name}
-    if name in ("Krum", "MultiKrum") and len(hospitals) > 1:
-        contents = [updates[h] for h in hospitals]
-        try:
-            chosen = select_multikrum(contents, num_malicious_nodes=inner.num_malicious_nodes,
-                                      num_nodes_to_select=inner.num_nodes_to_select)
-        except Exception as error:  # noqa: BLE001
-            return {"rule": name, "error": f"could not recompute the selection: {error}"}
-        selected = [h for h, c in zip(hospitals, contents) if any(c is s for s in chosen)]
-        note = ("recomputed on the replies as received; a server-side DP wrapper selects on clipped updates"
-                if len(strategy_chain(strategy)) > 1 else "recomputed with Flower's select_multikrum")
-        return {"rule": name, "selected": selected, "not_selected": [h for h in hospitals if h not in selected],
-                "note": note}
-    if name == "FedTrimmedAvg" and len(hospitals) > 2:
-        flats = [np.concatenate([np.ravel(w) for w in (_weights(updates[h]) or [])] or [np.zeros(0)])
-                 for h in hospitals]
-        if len({f.size for f in flats}) != 1 or not flats[0].size:
-            return {"rule": name}
-        stack = np.stack(flats)
-        cut = int(inner.beta * len(hospitals))
-        if cut == 0:
-            return {"rule": name, "trimmed_share": dict.fromkeys(hospitals, 0.0), "beta": inner.beta}
-        ranks = np.argsort(np.argsort(stack, axis=0, kind="stable"), axis=0, kind="stable")
-        trimmed = (ranks < cut) | (ranks >= len(hospitals) - cut)
-        return {"rule": name, "beta": inner.beta,
-                "trimmed_share": {h: float(trimmed[i].mean()) for i, h in enumerate(hospitals)}}
-    return {"rule": name, "aggregated": hospitals}
-
-
 class AuditTrail(RoundObserver):
     """Writes one ``round`` entry per training round (observer) plus policy enforcements as they happen."""
 
@@ -213,28 +182,7 @@ class AuditTrail(RoundObserver):
         self.writer = writer
         self.plan = plan
         self.enforcer = enforcer
-        self.excluded: dict[int, dict[str, str]] = {}
-
-    def witness(self, check):
-        """Wrap an eligibility check so that each exclusion it makes is kept for the round entry."""
-        def witnessed(hospital: str):
-            reason = check(hospital)
-            if reason:
-                self.excluded.setdefault(self.plan.state.upcoming, {}).setdefault(hospital, reason)
-            return reason
-
-        witnessed.__name__ = name_of(check)
-        return witnessed
-
-    def witness_cohort(self, check):
-        """Wrap a cohort check the same way."""
-        def witnessed(hospitals: list[str]) -> dict[str, str]:
-            out = check(hospitals)
-            for hospital, reason in out.items():
-                self.excluded.setdefault(self.plan.state.upcoming, {}).setdefault(hospital, reason)
-            return out
-
-        return witnessed
+        self.pending: dict[int, dict] = {}  # what a round's exchange showed, until its aggregation is over
 
     def write_policies(self) -> None:
         if self.enforcer is not None:
@@ -244,8 +192,6 @@ class AuditTrail(RoundObserver):
     def _privacy(self, server_round: int, responding: list[str]) -> dict:
         """Per mechanism, each charged hospital's cumulative steps and rounds so far, and its epsilon where capped.
 
-        Central releases are charged after aggregation, so a round entry shows
-        them from the next round on (the result entry holds the final ledger).
         Epsilon is computed only for hospitals under a cap: their eligibility
         check has just run the accountant for the same releases, so it is
         cached. For the others one accountant call per hospital and round
@@ -273,25 +219,47 @@ class AuditTrail(RoundObserver):
                                             "secagg_stage": stage, "sent": sorted(exchange.sent),
                                             "replied": sorted(exchange.replies)})
             return
-        failures = exchange.failures()
-        responding = sorted(h for h, m in exchange.replies.items() if m.has_content())
-        dropped = {h: "no reply" for h in exchange.sent if h not in exchange.replies}
-        dropped.update(failures)
-        norms = update_norms(exchange)
         settings = {k: v for k, v in self.plan.train_config().items() if k.startswith(("dpsgd", "proximal"))}
-        clipping = [s for s in strategy_settings(self.plan.strategy) if "clipping_norm" in s]
-        self.writer.append("round", {
-            "round": exchange.server_round,
+        self.pending[exchange.server_round] = {
             "sampled": sorted(exchange.sent),
-            "responding": responding,
-            "dropped": dropped,
-            "rejected": dict(exchange.rejected),
-            "excluded": self.excluded.get(exchange.server_round, {}),
-            "update_norms": norms,
-            "clipping_and_noise": {"client_training": settings, "strategy": clipping},
-            "privacy_spent": self._privacy(exchange.server_round, responding),
-            "aggregation": aggregation_decisions(self.plan.strategy, exchange),
+            "responding": sorted(h for h, m in exchange.replies.items() if m.has_content()),
+            "delivered": sorted(exchange.updates()),
+            "update_norms": update_norms(exchange),
+            "clipping_and_noise": {"client_training": settings, "strategy": [
+                s for s in strategy_settings(self.plan.strategy) if "clipping_norm" in s]},
+        }
+
+    def on_round_end(self, server_round: int) -> None:
+        """The round's aggregation is over: write its entry, every decision read from the decision record."""
+        seen = self.pending.pop(server_round, None)
+        if seen is None:
+            return
+        rows = self.plan.decisions.of_round(server_round)
+        summary = round_summary(rows)
+        aggregation = {"rule": summary["rule"] or type(unrecorded(self.plan.strategy)).__name__,
+                       "aggregated": summary["aggregated"], "not_selected": summary["not_selected"],
+                       "values": summary["values"]}
+        explained = set(summary["aggregated"]) | set(summary["rejected"]) | set(summary["not_selected"])
+        unexplained = [h for h in seen.pop("delivered") if h not in explained]
+        if unexplained:  # the rule received them, or should have, and nothing says what it did
+            aggregation["unexplained"] = unexplained
+        self.writer.append("round", {
+            "round": server_round,
+            "sampled": seen["sampled"],
+            "responding": seen["responding"],
+            "dropped": {r["hospital"]: r["reason"] for r in rows if r["decision"] == "failed"},
+            "rejected": summary["rejected"],
+            "excluded": {r["hospital"]: r["reason"] for r in rows if r["decision"] == "excluded"},
+            "update_norms": seen["update_norms"],
+            "clipping_and_noise": seen["clipping_and_noise"],
+            "privacy_spent": self._privacy(server_round, seen["responding"]),
+            "aggregation": aggregation,
         })
+
+    def flush(self) -> None:
+        """Write the entries of rounds whose aggregation never ended (the run stopped or raised in between)."""
+        for server_round in sorted(self.pending):
+            self.on_round_end(server_round)
 
 
 class Governance:
@@ -308,8 +276,6 @@ class Governance:
             self.path.rename(self.folder / f"audit-{stamp}.jsonl")
         self.writer = AuditWriter(self.path, key)
         self.trail = AuditTrail(self.writer, plan, self.enforcer)
-        plan.eligibility[:] = [self.trail.witness(check) for check in plan.eligibility]
-        plan.cohort_checks[:] = [self.trail.witness_cohort(check) for check in plan.cohort_checks]
         plan.observers.append(self.trail)
         plan.seal()
         config = plain(experiment.config())
@@ -337,13 +303,14 @@ class Governance:
         """Write the policy enforcements left, the result (``test``: its final test predictions), the closing entry."""
         if self.enforcer is not None:
             result.tables["policy"] = self.enforcer.table()  # with the suppressions made at release
+        self.trail.flush()
         self.trail.write_policies()
         trainer = trainer_for(result.model_fn, result.federation.n_features)
         model = trainer.model  # the architecture the run trained (its weights are not the result's)
         digest_w = hashlib.sha256(b"".join(np.ascontiguousarray(w).tobytes() for w in result.weights)).hexdigest()
         # Reconstructed records are patient data an attack recovered: the log keeps their scores only.
         tables = {name: table.to_dict(orient="records") for name, table in result.tables.items()
-                  if isinstance(table, pd.DataFrame) and name not in ("participation", "reconstructions")}
+                  if isinstance(table, pd.DataFrame) and name not in ("participation", "decisions", "reconstructions")}
         self.writer.append("result", {
             "metrics": result.metrics.to_dict(orient="list"),
             "participation": events,
@@ -371,6 +338,7 @@ class Governance:
     def abort(self, error: BaseException) -> None:
         """The run raised: log what and close the log (the chain stays valid)."""
         try:
+            self.trail.flush()
             self.trail.write_policies()
             self.writer.append("aborted", {"error": f"{type(error).__name__}: {error}"[:2000],
                                            "rounds": self.plan.state.completed_rounds})

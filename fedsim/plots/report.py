@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-PARTICIPATION_CODES = {"not sampled": 0, "responded": 1, "excluded": 2, "dropped": 3, "rejected": 4}
+PARTICIPATION_CODES = {"not sampled": 0, "aggregated": 1, "excluded": 2, "dropped": 3, "rejected": 4,
+                       "not selected": 5}
 
 
 def attack_effect(curves: pd.DataFrame):
@@ -51,9 +52,10 @@ def participation_grid(grid: pd.DataFrame):
     """Hospitals by round, each cell a ``PARTICIPATION_CODES`` status."""
     fig, ax = plt.subplots(figsize=(max(5, 0.3 * grid.shape[1] + 3), max(2.5, 0.25 * len(grid))),
                            constrained_layout=True)
-    cmap = matplotlib.colors.ListedColormap(["#eeeeee", "#4c9a2a", "#999999", "#e69f00", "#c0392b"])
+    cmap = matplotlib.colors.ListedColormap(["#eeeeee", "#4c9a2a", "#999999", "#e69f00", "#c0392b", "#8e44ad"])
     grid = grid.set_axis([_short(h) for h in grid.index], axis=0)
-    sns.heatmap(grid, cmap=cmap, vmin=-0.5, vmax=4.5, cbar_kws={"ticks": list(PARTICIPATION_CODES.values())},
+    sns.heatmap(grid, cmap=cmap, vmin=-0.5, vmax=len(PARTICIPATION_CODES) - 1.5,
+                cbar_kws={"ticks": list(PARTICIPATION_CODES.values())},
                 ax=ax, linewidths=0.5, linecolor="white")
     ax.collections[0].colorbar.set_ticklabels(list(PARTICIPATION_CODES))
     ax.set(title="Participation by round", xlabel="round", ylabel="")

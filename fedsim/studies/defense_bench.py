@@ -15,7 +15,7 @@ from fedsim.strategies import STRATEGIES, title
 from fedsim.studies.grid import check_seeds, run_grid
 
 COLUMNS = ["attack", "defense", "seed", "clean_auroc", "attacked_auroc", "auroc_drop", "backdoor_success",
-           "rejected_updates", "time_s"]
+           "rejected_updates", "honest_rejected", "time_s"]
 
 
 def default_attacks() -> dict[str, Component]:
@@ -77,7 +77,9 @@ def evaluate_defense(
     arguments go to every ``Experiment`` (``rounds``, ``learning_rate``...).
     Columns: attack, defense, seed, clean_auroc (same defense, no attack),
     attacked_auroc, auroc_drop, backdoor_success (model replacement only),
-    rejected_updates (in ``res.participation``), time_s (the attacked run).
+    rejected_updates (in ``res.participation``), honest_rejected (replies the
+    defense rejected in the clean run, where every hospital is honest: its
+    false rejections), time_s (the attacked run).
     Runs are cached (``fedsim.studies.run_grid``; ``cache=None`` turns it off).
     """
     if not isinstance(federation, Federation):
@@ -104,13 +106,13 @@ def evaluate_defense(
     trials = {(t.label, t.seed): t for t in run_grid(runs, seeds=seeds, cache=cache, desc=f"defense {label}")}
     rows = []
     for seed in seeds:
-        clean_auroc, _, _ = _outcome(trials["no attack", seed].result)
+        clean_auroc, _, honest_rejected = _outcome(trials["no attack", seed].result)
         for attack_name in attacks:
             trial = trials[attack_name, seed]
             auroc, success, rejected = _outcome(trial.result)
             rows.append({"attack": attack_name, "defense": label, "seed": seed, "clean_auroc": clean_auroc,
                          "attacked_auroc": auroc, "auroc_drop": clean_auroc - auroc, "backdoor_success": success,
-                         "rejected_updates": rejected, "time_s": trial.seconds})
+                         "rejected_updates": rejected, "honest_rejected": honest_rejected, "time_s": trial.seconds})
     return pd.DataFrame(rows, columns=COLUMNS)
 
 

@@ -56,7 +56,7 @@ def test_validator_rejects_implausible_norms_and_claims(iid_fed):
     p = res.participation.set_index(["round", "hospital"])
     assert len(p) == 2 * 3
     assert "far outside the cohort's" in p.loc[(1, "H004"), "reason"]
-    assert "implausible num-examples" in p.loc[(1, "H005"), "reason"]
+    assert "its committed training rows are" in p.loc[(1, "H005"), "reason"]
     # the default validator is this one; with every plausibility bound off, both get through
     default = _experiment(iid_fed, adversaries=[A.GaussianNoise(hospitals=["H004"]),
                                                 A.InflatedClaim(hospitals=["H005"])]).run()
@@ -128,7 +128,7 @@ def test_evaluate_defense_runs_a_wrapper_against_attacks(iid_fed):
     table = fs.evaluate_defense(ClipToMedian, attacks=[A.SignFlip(hospitals=0.2), A.ModelReplacement(hospitals=0.1)],
                                 federation=iid_fed, seeds=[0], rounds=4, learning_rate=0.1)
     assert list(table.columns) == ["attack", "defense", "seed", "clean_auroc", "attacked_auroc", "auroc_drop",
-                                   "backdoor_success", "rejected_updates", "time_s"]
+                                   "backdoor_success", "rejected_updates", "honest_rejected", "time_s"]
     assert list(table.attack) == ["sign flip", "model replacement"]
     assert (table.defense == "ClipToMedian").all()
     rows = table.set_index("attack")
@@ -136,6 +136,8 @@ def test_evaluate_defense_runs_a_wrapper_against_attacks(iid_fed):
     assert abs(rows.loc["sign flip", "auroc_drop"]) < 0.03
     assert np.isnan(rows.loc["sign flip", "backdoor_success"])
     assert rows.loc["model replacement", "backdoor_success"] < 0.2
+    clean = fs.Experiment(federation=iid_fed, rounds=4, learning_rate=0.1, defenses=D.Wrap(ClipToMedian)).run()
+    assert (table.honest_rejected == (clean.participation.event == "rejected").sum()).all()  # its false rejections
     named = fs.evaluate_defense("fedmedian", attacks={"flip": A.SignFlip(hospitals=0.2)}, federation=iid_fed,
                                 seeds=[0], rounds=2, learning_rate=0.1)
     assert isinstance(named, pd.DataFrame) and list(named.attack) == ["flip"] and named.defense[0] == "median"

@@ -107,8 +107,8 @@ REJECTED = {
     "no local_steps": (_with_metric("local_steps", None), "metrics"),
     "num-examples -1000": (_with_metric("num-examples", -1000), "not above 0"),
     "num-examples NaN": (_with_metric("num-examples", float("nan")), "not a finite number"),
-    "num-examples 1e15": (_with_metric("num-examples", 10**15), "implausible num-examples"),
-    "sign flip x3 claiming 1e9": (_sign_flip_big_claim, "implausible num-examples"),
+    "num-examples 1e15": (_with_metric("num-examples", 10**15), "its committed training rows are"),
+    "sign flip x3 claiming 1e9": (_sign_flip_big_claim, "its committed training rows are"),
 }
 # Claims the server never trusts: accepted, and nothing changes.
 IGNORED = {

@@ -249,8 +249,9 @@ def test_every_run_writes_a_verified_audit_log_with_what_happened(runs, gov_fed)
     norms = first["update_norms"]
     attacker = gov_fed.hospitals[5]
     assert norms[attacker] > 2 * max(v for h, v in norms.items() if h != attacker)
-    assert all(r["aggregation"]["rule"] == "Krum" and len(r["aggregation"]["selected"]) == 1 for r in rounds)
-    assert not any(attacker in r["aggregation"]["selected"] for r in rounds)
+    assert all(r["aggregation"]["rule"] == "Krum" and len(r["aggregation"]["aggregated"]) == 1 for r in rounds)
+    assert not any(attacker in r["aggregation"]["aggregated"] for r in rounds)
+    assert all(attacker in r["aggregation"]["not_selected"] for r in rounds)  # as Krum itself reported it
     assert attacked.audit.kind.iloc[0] == "start"
 
 

@@ -122,23 +122,39 @@ def privacy_statement(doc: Doc, run: Run) -> None:
     doc.figure("epsilon", figures.epsilon_by_hospital(privacy, caps), "Epsilon spent per hospital and mechanism")
 
 
-def participation(doc: Doc, run: Run) -> None:
-    """Who took part in each round, then the final model per hospital with test sizes, events and intervals."""
-    doc.h("Participation and per-hospital performance")
+def round_statuses(rounds: list[dict]) -> pd.DataFrame:
+    """Each hospital's status in each round, as the round entries record it (``PARTICIPATION_CODES``'s names),
+    with the reason where one was recorded."""
     rows = []
-    for r in run.rounds:
+    for r in rounds:
+        aggregation = r.get("aggregation", {})
+        kept_out = {"rejected": r.get("rejected", {}), "dropped": r.get("dropped", {}),
+                    "not selected": aggregation.get("not_selected", {}),
+                    "left out without a reason": dict.fromkeys(aggregation.get("unexplained", []), "")}
         for h in r.get("sampled", []):
-            status = ("rejected" if h in r.get("rejected", {}) else "dropped" if h in r.get("dropped", {})
-                      else "responded")
-            rows.append({"round": r["round"], "hospital": h, "status": status})
-        rows += [{"round": r["round"], "hospital": h, "status": "excluded"} for h in r.get("excluded", {})]
-    if rows:
-        part = pd.DataFrame(rows)
+            status, reason = next(((s, str(why[h])) for s, why in kept_out.items() if h in why), ("aggregated", ""))
+            rows.append({"round": r["round"], "hospital": h, "status": status, "reason": reason})
+        rows += [{"round": r["round"], "hospital": h, "status": "excluded", "reason": str(why)}
+                 for h, why in r.get("excluded", {}).items()]
+    return pd.DataFrame(rows, columns=["round", "hospital", "status", "reason"])
+
+
+def participation(doc: Doc, run: Run) -> None:
+    """Who took part in each round and why not, then the final model per hospital with test sizes and intervals."""
+    doc.h("Participation and per-hospital performance")
+    part = round_statuses(run.rounds)
+    if not part.empty:
         counts = part.pivot_table(index="hospital", columns="status", values="round", aggfunc="count",
                                   fill_value=0).reset_index()
         doc.table(counts)
-        grid = part.assign(code=part.status.map(figures.PARTICIPATION_CODES)).pivot_table(
-            index="hospital", columns="round", values="code", aggfunc="max")
+        reasons = part[part.status != "aggregated"].groupby(["status", "reason"]).agg(
+            rounds=("round", "nunique"), hospitals=("hospital", lambda h: ", ".join(sorted(set(h))))).reset_index()
+        if not reasons.empty:
+            doc.p("Every reply that was not aggregated, and why (as the component that decided recorded it):")
+            doc.table(reasons)
+        grid = part.assign(code=part.status.map(figures.PARTICIPATION_CODES).fillna(
+            figures.PARTICIPATION_CODES["rejected"])).pivot_table(index="hospital", columns="round", values="code",
+                                                                  aggfunc="max")
         hospitals = sorted(set(run.start.get("data_fingerprints", {})) | set(grid.index))
         doc.figure("participation", figures.participation_grid(grid.reindex(hospitals).fillna(0)),
                    "Who took part in each round")

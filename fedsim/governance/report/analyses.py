@@ -78,9 +78,9 @@ def residual(run: Run, baseline: Run | None, threat: str, attacks: list[dict]) -
         parts.append(f"global AUROC {number(run.final('auroc'), '.3f')} under attack (no baseline run given: "
                      "effect not measured)")
     attackers = {h for a in attacks for h in a.get("hospitals", [])}
-    selections = [r["aggregation"] for r in run.rounds if "selected" in r.get("aggregation", {})]
-    if attackers and selections:
-        picked = sum(bool(attackers & set(s["selected"])) for s in selections)
+    selections = [r["aggregation"] for r in run.rounds if r.get("aggregation", {}).get("not_selected")]
+    if attackers and selections:  # a selecting rule (Krum...): did it aggregate an attacker's update?
+        picked = sum(bool(attackers & set(s.get("aggregated", []))) for s in selections)
         parts.append(f"{run.rule} selected an attacker's update in {picked} of {len(selections)} rounds")
     if attackers and run.rounds:
         norms = pd.DataFrame([{"hospital": h, "norm": n} for r in run.rounds

@@ -48,7 +48,9 @@ CANDIDATE = {"label": str, "row": {str: object}, "components": [COMPONENT],
              "skipped": [{"battery": str, "reason": str}], "evaluation": EVALUATION,
              "runs": [{"battery": str, "seed": int, "audit_log": str, "head": str}]}
 ROUND = {"round": int, "sampled": [str], "dropped": {str: object}, "rejected": {str: object},
-         "excluded": {str: object}, "update_norms": {str: float}, "aggregation": {"selected": [str]}}
+         "excluded": {str: object}, "update_norms": {str: float},
+         "aggregation": {"rule": str, "aggregated": [str], "not_selected": {str: object}, "values": {str: float},
+                         "unexplained": [str]}}
 POLICY = {"round": int, "hospital": str, "policy": str, "action": str, "detail": str}
 RESULT = {"metrics": {str: [object]}, "tables": {str: [{str: object}]}, "evaluation": EVALUATION,
           "decision": [{str: object}], "columns": [str],

@@ -114,6 +114,31 @@ def data(doc: Doc, run: Run) -> None:
     if run.start.get("config", {}).get("engine") in ("deployment", "simulation"):
         lines.append(HELD_BY_HOSPITALS)
     doc.items(lines)
+    committed_sizes(doc, run)
+
+
+SIZE_QUESTION = 10  # a committed size this many times the median: a question for the data-sharing agreement
+
+
+def committed_sizes(doc: Doc, run: Run) -> None:
+    """Each hospital's committed training rows (the roster), and which are far from the others' (a question, not a
+    rejection: every reply is checked against its own hospital's commitment)."""
+    sizes = pd.Series({h: f.get("n_train") for h, f in run.start.get("data_fingerprints", {}).items()}, dtype=float)
+    sizes = sizes.dropna()
+    if sizes.empty:
+        return
+    median = float(sizes.median())
+    far = sizes[(sizes > SIZE_QUESTION * median) | (sizes < median / SIZE_QUESTION)]
+    text = (f"Committed training rows per hospital: {number(sizes.min(), '.0f')} to {number(sizes.max(), '.0f')} "
+            f"(median {number(median, '.0f')}). Each reply must claim exactly its hospital's committed count, so a "
+            "size weighs in FedAvg only as committed. ")
+    if far.empty:
+        text += f"No hospital is more than {SIZE_QUESTION}x from the median."
+    else:
+        text += (f"Worth a question in the data-sharing agreement (more than {SIZE_QUESTION}x from the median, "
+                 f"not rejected for it): " + ", ".join(f"{user(h)} ({number(n, '.0f')})" for h, n in far.items())
+                 + ".")
+    doc.p(text)
 
 
 def audit_log(doc: Doc, run: Run) -> None:

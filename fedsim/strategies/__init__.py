@@ -1,4 +1,10 @@
-"""Flower's own strategies by name, configured for a fedsim experiment."""
+"""Flower's own strategies by name, configured for a fedsim experiment.
+
+The robust rules (``krum``, ``multikrum``, ``bulyan``, ``fedtrimmedavg``)
+are Flower's, subclassed one per file only to report what they decided about
+each reply (``fedsim.engine.decisions``): the audit log says which replies
+Krum left out and how much of each the trimmed mean cut, as the rule decided.
+"""
 
 import logging
 
@@ -6,6 +12,9 @@ from flwr.serverapp import strategy as flwr_strategy
 from flwr.serverapp.strategy import Strategy
 
 from fedsim._flower import flower_log_level
+from fedsim.strategies.bulyan import Bulyan
+from fedsim.strategies.krum import Krum, MultiKrum
+from fedsim.strategies.trimmed_mean import FedTrimmedAvg
 from fedsim.validation import Integer, Mapping, NoneValue, Real, check
 
 STRATEGIES: dict[str, type[Strategy]] = {
@@ -16,10 +25,10 @@ STRATEGIES: dict[str, type[Strategy]] = {
     "fedadagrad": flwr_strategy.FedAdagrad,
     "fedavgm": flwr_strategy.FedAvgM,
     "fedmedian": flwr_strategy.FedMedian,
-    "fedtrimmedavg": flwr_strategy.FedTrimmedAvg,
-    "krum": flwr_strategy.Krum,
-    "multikrum": flwr_strategy.MultiKrum,
-    "bulyan": flwr_strategy.Bulyan,
+    "fedtrimmedavg": FedTrimmedAvg,
+    "krum": Krum,
+    "multikrum": MultiKrum,
+    "bulyan": Bulyan,
 }
 
 # The name people read for each strategy (CLI output, the report, notebooks, README): ``title("fedavg")``.
