@@ -12,7 +12,7 @@ given by their registry name and settings::
 ``fedsim assess`` takes the same keys as the base experiment, plus
 ``candidates: {label: {<Experiment changes>}}``, ``threats``, ``seeds``,
 ``audit`` (a ``{name: canaries, ...}`` spec, or null), ``mia_shadows`` and
-``require`` (e.g. ``"epsilon<=8, auroc>=0.80"``).
+``require`` (e.g. ``"epsilon_record<=8, auroc>=0.80"``: epsilons per unit, AUROC on its interval's low end).
 
 Bad input (config, arguments) prints one ``error: ...`` line and exits 2;
 ``fedsim run`` exits 1 when the run stopped early (too few hospitals eligible,
@@ -269,7 +269,7 @@ def parser() -> argparse.ArgumentParser:
     rep.add_argument("--allow-tampered", action="store_true",
                      help="render a log that fails verification, under a warning banner (refused otherwise)")
     rep.add_argument("--owner", help="who prepares and signs the report (name, role)")
-    rep.add_argument("--require", help="constraints for the recommendation, e.g. \"epsilon<=8, auroc>=0.80\"")
+    rep.add_argument("--require", help="constraints for the recommendation, e.g. \"epsilon_record<=8, auroc>=0.80\"")
     assess_cmd = commands.add_parser("assess", help="candidate mitigation sets against real attacks: decision table")
     assess_cmd.add_argument("config")
     assess_cmd.add_argument("--out", help="results folder (default: results/<config>-assess-<time>)")

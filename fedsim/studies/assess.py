@@ -24,15 +24,25 @@ reply, which fedsim cannot simulate inside SecAgg+'s legacy messages) is left
 out and listed in ``Assessment.skipped``, with the reason; its columns stay
 NaN ("not measured"), never a number from an attack that did not act.
 
-The decision table has one row per candidate (``COLUMNS``). How costs are
-measured: ``compute_cost`` is the candidate's median wall time of a clean run
-(no attack watching; ``Trial.seconds``, as measured when it first ran, on this
-machine, after a one-round warm-up of every candidate) over plain
-FedAvg's; ``communication_cost`` is the bytes of every message of one round
-(model arrays, SecAgg+'s masked vectors, keys and shares, metrics and
-configs; counted on a one-round run of the candidate) times the rounds, over
-plain FedAvg's. AUROC is the mean over seeds of the final global AUROC, its
-interval a 95% percentile bootstrap of that mean over test patients.
+The decision table has one row per candidate (``COLUMNS``). Epsilons carry
+their unit: ``epsilon_record`` (one patient record; a hospital-level
+guarantee bounds it too, since a record is part of its hospital's
+contribution) and ``epsilon_hospital`` (a hospital's whole contribution),
+each the largest over hospitals and infinite without DP at that unit; the
+audit's lower bound sits in the column of the unit it audited
+(``epsilon_audited_record`` / ``epsilon_audited_hospital``; an update-level
+audit bounds the hospital level from below). How costs are measured, in
+stable units relative to plain FedAvg: ``compute_cost`` is the training work
+of a clean run (each local step of each reply the server received: 6 x
+parameters x batch FLOPs, 8 x under DP-SGD for its per-example norms);
+``communication_cost`` is the bytes of every message of one round (model
+arrays, SecAgg+'s masked vectors, keys and shares, metrics and configs;
+counted on a one-round run of the candidate) times the rounds;
+``wall_time_cost`` is the median wall time of a clean run on the assessing
+machine, an extra that depends on it (``Trial.seconds``, as measured when it
+first ran, after a one-round warm-up of every candidate). AUROC is the mean
+over seeds of the final global AUROC, its interval a 95% percentile
+bootstrap of that mean over test patients.
 """
 
 import dataclasses
@@ -68,10 +78,12 @@ REFERENCE = "plain FedAvg"
 DEFAULT_AUDIT = Canaries(n=256)
 REFERENCE_CHANGES = {"strategy": "fedavg", "strategy_options": None, "privacy": None, "defenses": None,
                      "adversaries": None, "availability": None, "audit": None}
-COLUMNS = ["candidate", "auroc", "auroc_low", "auroc_high", "epsilon", "epsilon_record", "epsilon_hospital",
-           "epsilon_audited", "audit_level", "audit_claim", "audit_refuted", "leakage_psnr", "leakage_record_error",
-           "mia_tpr@0.1%fpr", "mia_auc", "auroc_poisoned", "backdoor_success", "auroc_dropout", "compute_cost",
-           "communication_cost", "pays_most", "pays_most_change"]
+COLUMNS = ["candidate", "auroc", "auroc_low", "auroc_high", "epsilon_record", "epsilon_hospital",
+           "epsilon_audited_record", "epsilon_audited_hospital", "audit_claim", "audit_refuted", "leakage_psnr",
+           "leakage_record_error", "mia_tpr@0.1%fpr", "mia_auc", "auroc_poisoned", "backdoor_success", "auroc_dropout",
+           "compute_cost", "communication_cost", "wall_time_cost", "pays_most", "pays_most_change"]
+AUDITED = {"record": "record", "hospital": "hospital", "update": "hospital"}  # audit level -> the unit it bounds
+FLOPS_PER_EXAMPLE = {"plain": 6, "DP-SGD": 8}  # x parameters: forward 2, backward 4; DP-SGD's per-example norms 2
 
 
 def message_bytes(content) -> int:
@@ -120,7 +132,8 @@ class Assessment:
         return plot_decision(self.table)
 
     def recommend(self, require: str | None) -> pd.DataFrame:
-        """Which candidates meet ``require`` (e.g. ``"epsilon<=8, auroc>=0.80"``), the best first."""
+        """Which candidates meet ``require`` (e.g. ``"epsilon_record<=8, auroc>=0.80"``), the best first
+        (``fedsim.governance.report.recommend``)."""
         return recommend(self.table, parse(require, COLUMNS))
 
     def write(self, folder, owner: str | None = None, require: str | None = None,
@@ -268,8 +281,9 @@ def assess(candidates: dict[str, dict], federation: Federation, threats: Sequenc
     attack_table = pd.concat([f[columns] for f in attack_rows], ignore_index=True) if attack_rows else pd.DataFrame(
         columns=columns)
     seconds = {label: float(np.median([trials[f"{label} | clean", s].seconds for s in seeds])) for label in experiments}
+    work = {label: _work(exp, [results[label, "clean", s] for s in seeds]) for label, exp in experiments.items()}
     hospitals = _hospitals(results, experiments, seeds)
-    rows = [_row(label, exp, results, attack_table, hospitals, seeds, traffic, seconds)
+    rows = [_row(label, exp, results, attack_table, hospitals, seeds, traffic, seconds, work)
             for label, exp in experiments.items()]
     table = pd.DataFrame(rows, columns=COLUMNS)
     privacy = pd.concat([res.privacy.assign(candidate=label, seed=seed) for (label, battery, seed), res
@@ -306,19 +320,36 @@ def _hospitals(results, experiments, seeds) -> pd.DataFrame:
     return means
 
 
-def _row(label, experiment, results, attack_table, hospitals, seeds, traffic, seconds) -> dict:
+def _work(experiment: Experiment, results: list[Result]) -> float:
+    """Training FLOPs of ``results`` (mean over seeds): each local step of each reply the server received,
+    ``FLOPS_PER_EXAMPLE`` x parameters x the step's batch."""
+    plan = experiment.build_plan()
+    fed = experiment.federation
+    per_example = FLOPS_PER_EXAMPLE["DP-SGD" if "dpsgd-clip" in plan.train_config() else "plain"]
+    totals = []
+    for res in results:
+        parameters = sum(int(np.prod(w.shape)) for w in res.weights)
+        decided = res.tables["decisions"]
+        received = decided[decided.decision.isin(["aggregated", "rejected", "not selected"])
+                           & (decided.hospital != "*")].drop_duplicates(["round", "hospital"])
+        rows = {h: int(n) for h, n in zip(fed.hospitals, fed.n_train)}
+        examples = sum(plan.steps_per_round(rows[h]) * min(experiment.batch_size, rows[h]) for h in received.hospital)
+        totals.append(per_example * parameters * examples)
+    return float(np.mean(totals))
+
+
+def _row(label, experiment, results, attack_table, hospitals, seeds, traffic, seconds, work) -> dict:
     clean = [results[label, "clean", s] for s in seeds]
     fed = experiment.federation
     predictions = [trainer_for(r.model_fn, fed.n_features).predict(r.weights, fed.x_test) for r in clean]
     low, high = bootstrap_auroc(fed.y_test, predictions, np.random.default_rng(0))
     privacy = pd.concat([r.privacy for r in clean])
 
-    def unit_epsilon(unit):
+    def unit_epsilon(unit):  # the largest over hospitals; infinite without DP at this unit
         rows = privacy[privacy.unit == unit] if not privacy.empty else privacy
-        return float(rows.epsilon.max()) if len(rows) else math.nan
+        return float(rows.epsilon.max()) if len(rows) else math.inf
 
-    units = {u: unit_epsilon(u) for u in ("record", "hospital")}
-    finite = [e for e in units.values() if not math.isnan(e)]
+    record, hospital = unit_epsilon("record"), unit_epsilon("hospital")
     mine = attack_table[attack_table.candidate == label]
 
     def attack_mean(metric, attack_prefix):
@@ -335,15 +366,15 @@ def _row(label, experiment, results, attack_table, hospitals, seeds, traffic, se
                 if b is not None and b.backdoor_success.notna().any()]  # the last round it was measured
     audit = results.get((label, "audit", seeds[0]))
     audit_row = audit.tables["privacy_audit"].iloc[0] if audit is not None else None
+    audited = AUDITED.get(audit_row.level) if audit_row is not None else None
     changes = hospitals[(hospitals.candidate == label) & hospitals.change.notna()]
     worst = changes.loc[changes.change.idxmin()] if label != REFERENCE and len(changes) else None
     worst = worst if worst is not None and worst.change < 0 else None  # nobody pays: no hospital named
     return {
         "candidate": label, "auroc": float(np.mean([_final(r) for r in clean])), "auroc_low": low, "auroc_high": high,
-        "epsilon": max(finite) if finite else math.inf, "epsilon_record": units["record"],
-        "epsilon_hospital": units["hospital"],
-        "epsilon_audited": float(audit_row.epsilon_audited) if audit_row is not None else math.nan,
-        "audit_level": audit_row.level if audit_row is not None else "",
+        "epsilon_record": min(record, hospital), "epsilon_hospital": hospital,
+        **{f"epsilon_audited_{unit}": float(audit_row.epsilon_audited) if audited == unit else math.nan
+           for unit in ("record", "hospital")},
         "audit_claim": float(audit_row.epsilon_claimed) if audit_row is not None else math.nan,
         "audit_refuted": bool(audit_row.exceeded) if audit_row is not None else False,
         "leakage_psnr": attack_mean("psnr", "gradient inversion"),
@@ -351,8 +382,9 @@ def _row(label, experiment, results, attack_table, hospitals, seeds, traffic, se
         "mia_tpr@0.1%fpr": attack_mean("tpr@0.1%fpr", "rmia"), "mia_auc": attack_mean("auc", "rmia"),
         "auroc_poisoned": battery_mean("poisoning"), "backdoor_success": float(np.mean(backdoor)) if backdoor
         else math.nan, "auroc_dropout": battery_mean("dropout"),
-        "compute_cost": seconds[label] / seconds[REFERENCE] if seconds[REFERENCE] > 0 else math.nan,
+        "compute_cost": work[label] / work[REFERENCE] if work[REFERENCE] else math.nan,
         "communication_cost": traffic[label] / traffic[REFERENCE] if traffic[REFERENCE] else math.nan,
+        "wall_time_cost": seconds[label] / seconds[REFERENCE] if seconds[REFERENCE] > 0 else math.nan,
         "pays_most": worst.hospital if worst is not None else "",
         "pays_most_change": float(worst.change) if worst is not None else math.nan,
     }

@@ -33,7 +33,7 @@ from fedsim.results import Result
 from fedsim.validation import Integer, Seq, check
 
 CACHE_ENV = "FEDSIM_CACHE"
-VERSION = "1"  # of the cache's layout
+VERSION = "2"  # of the cache's layout (2: runs keep their decision table)
 
 
 def default_cache() -> str:

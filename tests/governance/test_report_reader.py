@@ -124,7 +124,7 @@ def test_mitigations_are_listed_only_when_active_and_caveats_match_the_run(fed, 
 def test_a_stated_constraint_gets_a_recommendation(fed, clean, tmp_path):
     res, _ = clean
     text = report(res.audit_path.parent, require="auroc>=0.5, epsilon<=8")["markdown"].read_text()
-    assert "## Recommendation" in text and "epsilon &lt;= 8 (is ∞)" in text and "**does not meet them**" in text
+    assert "## Recommendation" in text and "epsilon_record &lt;= 8 (is ∞)" in text and "**does not meet them**" in text
     with pytest.raises(ValueError, match="^require: unknown column 'speed'"):
         report(res.audit_path.parent, require="speed>=1")
 
