@@ -40,6 +40,7 @@ from tensorflow_privacy.privacy.fast_gradient_clipping.registry_functions import
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn, build_model
+from fedsim.training import DPTraining
 
 
 class CohortDense(tf.keras.layers.Layer):
@@ -144,6 +145,7 @@ class Task:
     learning_rate: float
     proximal_mu: float = 0.0
     noise: np.ndarray | None = None  # DP-SGD: (steps, parameters) standard normal draws
+    expected: float | None = None  # DP-SGD: the expected batch size its clipped sums are divided by
 
 
 class CohortTrainer:
@@ -253,22 +255,32 @@ class CohortTrainer:
                                                       per_example_loss_fn=self._masked_losses, trainable_vars=variables)
             weight = clip_grads.compute_clip_weights(l2_norm_clip, norms) / per_row  # m is in the gradients already
             grads = self._clipped_gradients(weight)
-            # Each hospital's clipped gradient is a batch mean: noise_multiplier * clip / its batch size.
+            # Each hospital's clipped sum is divided by its expected batch size: noise_multiplier * clip / it.
             stddev = noise_multiplier * l2_norm_clip / tf.maximum(counts[t], 1.0)
             draws = tf.split(noise[:, t], sizes, axis=1)
             noisy = [g + tf.reshape(stddev, (-1,) + (1,) * (len(g.shape) - 1)) * tf.reshape(d, g.shape)
                      for g, d in zip(grads, draws)]
             self._step(noisy, learning_rate, active)
-            total += active * self._per_hospital(self._seen_losses[-1]) / tf.maximum(counts[t], 1.0)
+            realized = self._per_hospital(m)  # the loss reported is the batch's mean, as Trainer reports it
+            total += active * self._per_hospital(self._seen_losses[-1]) / tf.maximum(realized, 1.0)
         return [v.read_value() for v in variables], total
 
     # --- what the engine calls ------------------------------------------------------------------------
-    def fit(self, tasks: Sequence[Task], dp: tuple[float, float] | None = None
+    def fit(self, tasks: Sequence[Task], dp: DPTraining | tuple | None = None
             ) -> list[tuple[list[np.ndarray], float, int]]:
-        """Each task's (new weights, mean loss, steps), as ``Trainer.fit`` gives them one by one."""
+        """Each task's (new weights, mean loss, steps), as ``Trainer.fit`` gives them one by one.
+
+        Under DP-SGD (``DPTraining``, or ``(l2_norm_clip, noise_multiplier)``)
+        a hospital's step divides by its task's ``expected`` batch size and is
+        taken even when its batch is empty.
+        """
+        dp = None if dp is None else DPTraining(*dp)
         if not 0 < len(tasks) <= self.cohort:
             raise ValueError(f"tasks: between 1 and {self.cohort} per call, got {len(tasks)}")
         k, b = self.cohort, self.batch
+        largest = max(int(np.diff(t.bounds).max(initial=0)) for t in tasks)
+        if largest > b:
+            raise ValueError(f"tasks: a batch of {largest} rows does not fit this trainer's {b} rows per hospital")
         steps = [len(t.bounds) - 1 for t in tasks]
         horizon = max(max(steps), 1)
         offsets = np.cumsum([0] + [len(t.y) for t in tasks])
@@ -283,7 +295,7 @@ class CohortTrainer:
                 rows = task.order[lo:hi]
                 index[s, i, : len(rows)] = offsets[i] + rows
                 mask[s, i, : len(rows)] = 1.0
-                counts[s, i] = len(rows)
+                counts[s, i] = len(rows) if dp is None else task.expected
         rates = np.zeros(k, np.float32)
         rates[: len(tasks)] = [t.learning_rate for t in tasks]
         stacked = [np.zeros((k, *shape), dtype.as_numpy_dtype) for shape, dtype in zip(self.shapes, self.dtypes)]
@@ -299,6 +311,6 @@ class CohortTrainer:
             noise = np.zeros((k, horizon, sum(int(np.prod(s)) for s in self.shapes)), np.float32)
             for i, task in enumerate(tasks):
                 noise[i, : len(task.noise)] = task.noise
-            new, total = self._dp_train(*args, np.float32(dp[0]), np.float32(dp[1]), noise)
+            new, total = self._dp_train(*args, np.float32(dp.l2_norm_clip), np.float32(dp.noise_multiplier), noise)
         new, total = [w.numpy() for w in new], total.numpy()
         return [([w[i] for w in new], float(total[i] / max(steps[i], 1)), steps[i]) for i in range(len(tasks))]

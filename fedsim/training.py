@@ -8,11 +8,19 @@ hospital's rows, read the weights back. Nothing is rebuilt or retraced.
 DP-SGD is a second traced pass over the same model: tensorflow-privacy's
 per-example clipping (fast gradient clipping for dense models, vectorised
 per-example gradients for convolutions) bounds every example's gradient, then Gaussian noise is
-added to the clipped batch gradient. Clip norm and noise multiplier are
-tensor inputs, so every DP setting shares the one trace.
+added to the clipped batch gradient. Clip norm, noise multiplier and the
+expected batch size are tensor inputs, so every DP setting shares the one
+trace. Its batches are sampled as the accountant composes them
+(``DPTraining``, ``poisson_plan``): each record joins each step
+independently, so batches vary in size and may be empty; the clipped
+gradients are summed and divided by the *expected* batch size (dividing by
+the realized one would change the sensitivity the accountant assumes), and
+an empty batch still takes its noisy step.
 """
 
+import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from tensorflow_privacy.privacy.fast_gradient_clipping import clip_grads, gradient_clipping_utils, layer_registry  # noqa: E402, I001
@@ -41,6 +49,64 @@ def batch_plan(
     return order, bounds
 
 
+SAMPLINGS = ("poisson", "shuffle")
+
+
+class DPTraining(NamedTuple):
+    """DP-SGD's settings of a hospital's local training, and the one place their train-config keys are spelled.
+
+    ``sampling``: ``"poisson"`` (each record joins each step independently
+    with probability batch / rows, what the accountant's Poisson subsampling
+    composes) or ``"shuffle"`` (shuffled fixed-size batches, accounted
+    without amplification).
+    """
+
+    l2_norm_clip: float
+    noise_multiplier: float
+    sampling: str = "poisson"
+
+    def config(self) -> dict:
+        """The settings as train-config entries (what the server sends each hospital)."""
+        return {"dpsgd-clip": float(self.l2_norm_clip), "dpsgd-noise": float(self.noise_multiplier),
+                "dpsgd-sampling": self.sampling}
+
+    @classmethod
+    def from_config(cls, config) -> "DPTraining | None":
+        """The DP-SGD settings a train config carries, or None (plain training)."""
+        if "dpsgd-clip" not in config:
+            return None
+        return cls(float(config["dpsgd-clip"]), float(config["dpsgd-noise"]),
+                   str(config.get("dpsgd-sampling", "poisson")))
+
+
+def poisson_plan(n: int, epochs: int, batch_size: int, rng: np.random.Generator, max_steps: int | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """DP-SGD's batches: at each of ``epochs * ceil(n / batch_size)`` steps (capped at ``max_steps``) every one of
+    the ``n`` rows joins independently with probability ``batch_size / n`` (Poisson subsampling).
+
+    Returned as ``batch_plan`` returns them (batch ``b`` is ``order[bounds[b]:bounds[b + 1]]``); batches vary in
+    size, and may be empty.
+    """
+    steps = epochs * math.ceil(n / batch_size)
+    steps = steps if max_steps is None else min(steps, max_steps)
+    chosen = rng.random((steps, n)) < min(1.0, batch_size / n)
+    order = np.nonzero(chosen)[1].astype(np.int32)
+    return order, np.concatenate([[0], np.cumsum(chosen.sum(axis=1))]).astype(np.int32)
+
+
+def local_batches(n: int, epochs: int, batch_size: int, rng: np.random.Generator, max_steps: int | None = None,
+                  dp: DPTraining | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """A local pass's batches: Poisson-sampled under DP-SGD's default, shuffled otherwise (``batch_plan``)."""
+    if dp is not None and dp.sampling == "poisson":
+        return poisson_plan(n, epochs, batch_size, rng, max_steps)
+    return batch_plan(n, epochs, batch_size, rng, max_steps)
+
+
+def expected_batch(n: int, batch_size: int) -> int:
+    """The expected size of a DP-SGD batch of a hospital with ``n`` rows: what its clipped sum is divided by."""
+    return min(batch_size, n)
+
+
 def bce_loss(labels, logits):
     """Binary cross-entropy of one-logit outputs, averaged over the batch: every training objective here."""
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
@@ -55,7 +121,7 @@ def local_rng(config, hospital: int, secret: int) -> np.random.Generator:
     could regenerate the noise could strip it from the update.
     """
     seed, server_round = int(config["seed"]), int(config["server-round"])
-    if "dpsgd-clip" in config:
+    if DPTraining.from_config(config) is not None:
         return hospital_rng(secret, seed, server_round, hospital)
     return np.random.default_rng([seed, server_round, hospital])
 
@@ -95,9 +161,9 @@ class Trainer:
                       tf.TensorSpec([None], tf.int32), tf.TensorSpec([None], tf.int32), scalar]
         self.train_function = tf.function(self._train_pass, input_signature=[*plan_specs, scalar])  # + proximal mu
         self.n_parameters = sum(int(np.prod(v.shape)) for v in self.model.trainable_variables)
-        self.dp_train_function = tf.function(  # + clip norm, noise multiplier, standard normal draws per step
+        self.dp_train_function = tf.function(  # + clip, noise multiplier, expected batch, normal draws per step
             self._dp_train_pass,
-            input_signature=[*plan_specs, scalar, scalar, tf.TensorSpec([None, self.n_parameters], tf.float32)],
+            input_signature=[*plan_specs, scalar, scalar, scalar, tf.TensorSpec([None, self.n_parameters], tf.float32)],
         )
         self.predict_function = tf.function(self._predict_pass, input_signature=[weight_specs, x_spec])
         self.logits_function = tf.function(self._logits_pass, input_signature=[weight_specs, x_spec])
@@ -141,8 +207,10 @@ class Trainer:
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
         return [v.read_value() for v in self.model.weights], mean_loss
 
-    def _dp_train_pass(self, weights, x, y, order, bounds, learning_rate, l2_norm_clip, noise_multiplier, noise):
-        """DP-SGD: per-example clipping (tensorflow-privacy), Gaussian noise, SGD step."""
+    def _dp_train_pass(self, weights, x, y, order, bounds, learning_rate, l2_norm_clip, noise_multiplier, expected,
+                       noise):
+        """DP-SGD: per-example clipping (tensorflow-privacy), summed over the batch and divided by the expected
+        batch size, Gaussian noise, SGD step; an empty batch takes the noise alone."""
         self._assign(weights)
         self.optimizer.learning_rate.assign(learning_rate)
         variables = self.model.trainable_variables
@@ -151,20 +219,31 @@ class Trainer:
         n_steps = tf.shape(bounds)[0] - 1
         for b in tf.range(n_steps):
             idx = order[bounds[b] : bounds[b + 1]]
-            xb, yb = tf.gather(x, idx), tf.gather(y, idx)[:, None]
-            grads, logits = self._clipped_mean_gradient(xb, yb, l2_norm_clip)
-            # The clipped gradient is a batch mean: one example moves it by at most
-            # clip / batch, so the noise is noise_multiplier * clip / batch. The draws
-            # come from the hospital's own secret generator (``noise_draws``), the
-            # same ones the cohort trainer uses, so runs with one noise_seed repeat
-            # exactly on both paths; tensorflow-privacy's add_aggregate_noise draws
-            # the same Gaussian from a stateful generator whose state would carry over.
-            stddev = noise_multiplier * l2_norm_clip / tf.cast(tf.shape(idx)[0], tf.float32)
+            grads, loss = self._clipped_sum(tf.gather(x, idx), tf.gather(y, idx)[:, None], l2_norm_clip, expected)
+            # One example moves the clipped sum by at most clip: divided by the expected batch, the noise is
+            # noise_multiplier * clip / expected. The draws come from the hospital's own secret generator
+            # (``noise_draws``), the same ones the cohort trainer uses, so runs with one noise_seed repeat exactly
+            # on both paths; tensorflow-privacy's add_aggregate_noise draws the same Gaussian from a stateful
+            # generator whose state would carry over.
+            stddev = noise_multiplier * l2_norm_clip / expected
             noisy = [g + stddev * tf.reshape(d, tf.shape(g)) for g, d in zip(grads, tf.split(noise[b], sizes))]
             self.optimizer.apply_gradients(zip(noisy, variables))
-            total += self.loss(yb, logits)
+            total += loss
         mean_loss = total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
         return [v.read_value() for v in self.model.weights], mean_loss
+
+    def _clipped_sum(self, xb, yb, l2_norm_clip, expected):
+        """The batch's clipped gradients summed and divided by ``expected`` (zero for an empty batch), and its loss."""
+        realized = tf.cast(tf.shape(xb)[0], tf.float32)
+
+        def clipped():
+            grads, logits = self._clipped_mean_gradient(xb, yb, l2_norm_clip)
+            return [g * (realized / expected) for g in grads], self.loss(yb, logits)
+
+        def empty():
+            return [tf.zeros_like(v) for v in self.model.trainable_variables], tf.constant(0.0)
+
+        return tf.cond(realized > 0, clipped, empty)
 
     def _clipped_mean_gradient(self, xb, yb, l2_norm_clip):
         """The batch mean of per-example gradients, each clipped to ``l2_norm_clip`` (tensorflow-privacy).
@@ -216,23 +295,25 @@ class Trainer:
         rng: np.random.Generator,
         proximal_mu: float = 0.0,
         max_steps: int | None = None,
-        dp: tuple[float, float] | None = None,
+        dp: DPTraining | tuple[float, float] | None = None,
     ) -> tuple[Weights, float, int]:
         """Local SGD from ``weights`` on (x, y): new weights, mean loss, steps run.
 
-        ``dp=(l2_norm_clip, noise_multiplier)`` trains with DP-SGD instead
-        (FedProx's proximal term is not supported there).
+        ``dp`` (``DPTraining``, or ``(l2_norm_clip, noise_multiplier)`` with
+        Poisson sampling) trains with DP-SGD instead (FedProx's proximal term
+        is not supported there).
         """
-        order, bounds = batch_plan(len(x), epochs, batch_size, rng, max_steps)
+        dp = None if dp is None else DPTraining(*dp)
+        order, bounds = local_batches(len(x), epochs, batch_size, rng, max_steps, dp)
         lr = tf.constant(learning_rate, tf.float32)
         if dp is None:
             new, loss = self._train(self._inputs(weights), x, y, order, bounds, lr,
                                     tf.constant(proximal_mu, tf.float32))
         else:
-            l2_norm_clip, noise_multiplier = dp
             new, loss = self.dp_pass()(self._inputs(weights), x, y, order, bounds, lr,
-                                       tf.constant(l2_norm_clip, tf.float32),
-                                       tf.constant(noise_multiplier, tf.float32),
+                                       tf.constant(dp.l2_norm_clip, tf.float32),
+                                       tf.constant(dp.noise_multiplier, tf.float32),
+                                       tf.constant(expected_batch(len(x), batch_size), tf.float32),
                                        noise_draws(rng, len(bounds) - 1, self.n_parameters))
         return [w.numpy() for w in new], float(loss), len(bounds) - 1
 

@@ -168,8 +168,8 @@ class AuditRun(RoundObserver):
             delta = max(charge.delta.values())
             if self.level == "hospital":
                 return charge.technique, max(ledger.epsilon(i, h) for h in ledger.hospitals), delta
-            return charge.technique, composed_epsilon(charge.noise_multiplier, ((1.0, 1),), delta,
-                                                      charge.accountant), delta
+            return charge.technique, composed_epsilon(charge.accounted_noise, ((("gaussian",), 1),), delta,
+                                                      charge.accountant, charge.relation), delta
         units = self.plan.federation.n_hospitals
         if self.level == "record":
             i = self.plan.federation.hospitals.index(self.hospital)
@@ -244,6 +244,7 @@ class RecordAudit(AuditRun):
         self.x = (rng.random(shape) if fed.image_shape is not None else RECORD_SCALE * rng.normal(size=shape)
                   ).astype(np.float32)
         self.y = (rng.random(audit.n) < 0.5).astype(np.float32)
+        plan.committed[self.hospital] = len(self.kept) + int(included.sum())  # the rows it trains on
         self.trainer = trainer_for(plan.model_fn, fed.n_features)
         self.initial: np.ndarray | None = None
         self.local_gain = np.zeros(audit.n)

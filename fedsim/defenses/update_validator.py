@@ -18,7 +18,7 @@ from fedsim.validation import Boolean, NoneValue, Positive, param
 
 class _Validator(ReplyScreen):
     def __init__(self, settings: "UpdateValidator", committed: dict[str, int] | None, relative: bool):
-        self.settings, self.committed, self.relative = settings, committed, relative
+        self.settings, self.committed, self.relative = settings, committed, relative  # committed: the plan's
 
     def screen(self, exchange: Exchange) -> dict[str, str]:
         if exchange.message_type != "train" or exchange.secagg_stage is not None:
@@ -88,7 +88,6 @@ class UpdateValidator(Component):
         return ("poisoning",) if on else ()
 
     def install(self, plan: Plan) -> None:
-        fed = plan.federation
-        committed = {h: int(n) for h, n in zip(fed.hospitals, fed.n_train)} if self.committed_examples else None
+        committed = plan.committed if self.committed_examples else None
         central = plan.ledger is not None and any(c.per == "release" for c in plan.ledger.charges)
         plan.screens.append(_Validator(self, committed, relative=not central))

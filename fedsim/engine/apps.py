@@ -20,7 +20,7 @@ from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.randomness import fresh_secret, global_generators
-from fedsim.training import local_rng, local_schedule, trainer_for
+from fedsim.training import DPTraining, local_rng, local_schedule, trainer_for
 
 
 @dataclass(frozen=True)
@@ -70,7 +70,7 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
                 rng=local_rng(config, hospital, secret),
                 proximal_mu=float(config.get("proximal-mu", 0.0)),
                 **local_schedule(config),
-                dp=(float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None,
+                dp=DPTraining.from_config(config),
             )
             prepared = weights, loss, steps, len(y)
         weights, loss, steps, examples = prepared

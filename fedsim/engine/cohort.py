@@ -27,10 +27,10 @@ from fedsim.cohort import CohortTrainer, Task, cohort_form
 from fedsim.engine.messages import decoded
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
-from fedsim.training import batch_plan, local_rng, local_schedule, noise_draws
+from fedsim.training import DPTraining, expected_batch, local_batches, local_rng, local_schedule, noise_draws
 
 logger = logging.getLogger("fedsim")
-TRAIN_KEYS = ("lr", "local-epochs", "batch-size", "local-steps", "proximal-mu", "dpsgd-clip", "dpsgd-noise", "seed",
+TRAIN_KEYS = ("lr", "local-epochs", "batch-size", "local-steps", "proximal-mu", *DPTraining(1.0, 1.0).config(), "seed",
               "server-round")
 _TRAINERS: dict[tuple, CohortTrainer] = {}
 _NOTICES: set[str] = set()
@@ -53,6 +53,13 @@ def _same(signature: tuple, record: ArrayRecord, config) -> bool:
     values = list(record.values())
     return settings == tuple(config.get(key) for key in TRAIN_KEYS) and len(values) == len(arrays) and all(
         a is b or (a.dtype == b.dtype and a.shape == b.shape and a.data == b.data) for a, b in zip(values, arrays))
+
+
+def batch_slot(batch: int, largest: int) -> int:
+    """How many rows a cohort step holds per hospital: the batch size, or, for DP-SGD's Poisson batches (which
+    vary around it), room for batch + 6 standard deviations (one trace almost always), more when one is larger."""
+    slot = max(batch, -(-int(batch + 6 * batch**0.5) // 8) * 8) if largest > batch else batch
+    return slot if largest <= slot else -(-largest // 8) * 8
 
 
 def hospital_rows(fed: Federation, local_data: Sequence[Callable], hospital: int) -> tuple[np.ndarray, np.ndarray]:
@@ -102,32 +109,32 @@ class CohortRound:
             if id(record) not in weights_of:  # strategies send one shared record: decoded once
                 weights_of[id(record)] = [decoded(a) for a in record.values()]
             hospital = self.hospital_of(message.metadata.dst_node_id)
-            dp = (float(config["dpsgd-clip"]), float(config["dpsgd-noise"])) if "dpsgd-clip" in config else None
-            key = (int(config["batch-size"]), dp)
+            key = (int(config["batch-size"]), DPTraining.from_config(config))
             groups.setdefault(key, []).append((hospital, record, config, weights_of[id(record)]))
         for (batch, dp), members in groups.items():
             size = -(-len(members) // -(-len(members) // self.max_cohort))  # chunks of even size, none over the cap
             for start in range(0, len(members), size):
                 self._train(members[start:start + size], batch, dp)
 
-    def _train(self, members: list, batch: int, dp: tuple[float, float] | None) -> None:
+    def _train(self, members: list, batch: int, dp: DPTraining | None) -> None:
         size = min(self.max_cohort, -(-len(members) // 8) * 8)  # padded to a multiple of 8: few traces
-        trainer = _TRAINERS.get((self.model_fn, self.fed.n_features, size, batch))
-        if trainer is None:
-            trainer = _TRAINERS[self.model_fn, self.fed.n_features, size, batch] = CohortTrainer(
-                self.model_fn, self.fed.n_features, size, batch)
-        if dp is not None and not trainer.fast_clipping:
-            notice("DP-SGD trains hospitals one after another for this model: tensorflow-privacy has no fast "
-                   "per-example clipping for its layers (convolutions)")
-            return
         tasks = []
         for hospital, _, config, weights in members:
             x, y = hospital_rows(self.fed, self.local_data, hospital)
             rng = local_rng(config, hospital, self.secret)
-            order, bounds = batch_plan(len(x), rng=rng, **local_schedule(config))
+            order, bounds = local_batches(len(x), rng=rng, dp=dp, **local_schedule(config))
             noise = noise_draws(rng, len(bounds) - 1, sum(int(np.prod(w.shape)) for w in weights)) if dp else None
-            tasks.append(Task(weights, x, y, order, bounds, float(config["lr"]),
-                              float(config.get("proximal-mu", 0.0)), noise))
+            tasks.append(Task(weights, x, y, order, bounds, float(config["lr"]), float(config.get("proximal-mu", 0.0)),
+                              noise, expected_batch(len(x), batch) if dp else None))
+        slot = batch_slot(batch, max(int(np.diff(t.bounds).max(initial=0)) for t in tasks))
+        trainer = _TRAINERS.get((self.model_fn, self.fed.n_features, size, slot))
+        if trainer is None:
+            trainer = _TRAINERS[self.model_fn, self.fed.n_features, size, slot] = CohortTrainer(
+                self.model_fn, self.fed.n_features, size, slot)
+        if dp is not None and not trainer.fast_clipping:
+            notice("DP-SGD trains hospitals one after another for this model: tensorflow-privacy has no fast "
+                   "per-example clipping for its layers (convolutions)")
+            return
         for (hospital, record, config, _), (weights, loss, steps), task in zip(members, trainer.fit(tasks, dp), tasks):
             self.ready[hospital] = (_signature(record, config), (weights, loss, steps, len(task.y)))
 

@@ -123,6 +123,9 @@ class Plan:
     - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
       what a hospital trains on (data poisoning), applied in order, never in place;
     - ``privacy_ledger()``: the run's ledger, to add a privacy charge;
+    - ``committed``: each hospital's committed training rows (the roster's; a
+      component that changes a hospital's rows as the hospital itself would,
+      e.g. an auditor's canary records, updates its count here);
     - ``add_report(schema, producer)``: a result table, declared (producers run once the run has ended,
       when ``final_weights`` holds the final global model);
     - read ``sampled_per_round`` (Flower's cohort, from the unwrapped
@@ -176,6 +179,8 @@ class Plan:
     def __post_init__(self):
         # The secret every privacy mechanism's randomness is drawn from (never the public seed, never sent).
         self.secret = fresh_secret() if self.noise_seed is None else int(self.noise_seed)
+        fed = self.federation
+        self.committed: dict[str, int] = {h: int(n) for h, n in zip(fed.hospitals, fed.n_train)}
 
     # --- what components call while installing -------------------------------------
     def add_mod(self, stage: str, mod: Mod) -> None:

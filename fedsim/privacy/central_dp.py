@@ -8,10 +8,12 @@ true whatever the hospitals do: each round the noise is sized for the
 updates actually aggregated (a failed, dropped or rejected reply never
 voids the round nor thins the noise), every aggregated hospital weighs the
 same (a claimed example count cannot buy influence), and the ledger is
-charged once per aggregate actually released, at that round's real
-sampling rate. Flower's own accountant is not used: it accounts without
-sampling amplification and refuses any round with fewer replies than
-sampled.
+charged once per aggregate actually released, for the sample Flower really
+drew that round (a fixed number of the eligible hospitals, without
+replacement: dp-accounting's sampling-without-replacement event under
+replace-one-hospital). Flower's own accountant is not used: it accounts
+without sampling amplification and refuses any round with fewer replies
+than sampled.
 """
 
 from dataclasses import dataclass
@@ -124,6 +126,7 @@ class CentralDP(Component):
     delta: float | None = param(None, *DELTA)
     accountant: str = param("rdp", Options(*ACCOUNTANTS))
     allow_large_delta: bool = param(False, Boolean())
+    hospital_sampling: str = param("without_replacement", Options("without_replacement", "none"))
 
     @property
     def trust_model(self) -> str:
@@ -137,8 +140,11 @@ class CentralDP(Component):
         return ("each round's noise is sized for the updates actually aggregated; how many were aggregated is "
                 "treated as public",
                 "every aggregated hospital weighs the same, whatever number of examples it claims",
-                "each round is charged at its real sampling rate (hospitals sampled / hospitals eligible); a "
-                "round that releases no aggregate costs nothing",
+                "each round is charged for the sample Flower really drew (a fixed number of the eligible "
+                "hospitals, without replacement, accounted under replace-one-hospital; no sample and "
+                "add-or-remove-one-hospital where every eligible hospital takes part or hospital_sampling is "
+                "'none'); the sample must stay secret from whoever the epsilon protects against; a round that "
+                "releases no aggregate costs nothing",
                 "the aggregation rule averages the clipped updates (FedAvg or a server optimizer on the average)")
 
     @property
@@ -186,10 +192,15 @@ class CentralDP(Component):
             plan.add_mod("privacy", adaptiveclipping_mod if self.adaptive else fixedclipping_mod)
         else:
             plan.screens.append(UnchangedModelScreen())
-        ledger.add(Charge(
-            technique=self.name, mechanism=self.mechanism, unit="hospital",
-            noise_multiplier=float(self.noise_multiplier), accountant=self.accountant, per="release",
-            delta=dict.fromkeys(hospitals, delta),
-            sampling_rate=dict.fromkeys(hospitals, sampled / len(hospitals)),
-            steps_per_round=dict.fromkeys(hospitals, 1),
-        ))
+        try:
+            charge = Charge(
+                technique=self.name, mechanism=self.mechanism, unit="hospital",
+                noise_multiplier=float(self.noise_multiplier), accountant=self.accountant, per="release",
+                sampling=self.hospital_sampling if sampled < len(hospitals) else "none",
+                delta=dict.fromkeys(hospitals, delta),
+                sampling_rate=dict.fromkeys(hospitals, sampled / len(hospitals)),
+                steps_per_round=dict.fromkeys(hospitals, 1),
+            )
+        except ValueError as error:  # an accountant that cannot account this sampling or noise
+            raise ValueError(f"privacy: central_dp: {error}") from None
+        ledger.add(charge)

@@ -1,10 +1,12 @@
 """DP-SGD: record-level differential privacy at every hospital (tensorflow-privacy's clipping)."""
 
+import math
 from dataclasses import dataclass
 
 from fedsim.components import Component
 from fedsim.engine import Plan
 from fedsim.engine.ledger import ACCOUNTANTS, Charge, check_delta, default_delta
+from fedsim.training import SAMPLINGS, DPTraining, expected_batch
 from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 
 DELTA = (Real(min=0, max=1, min_open=True, max_open=True), NoneValue())
@@ -16,13 +18,19 @@ class DPSGD(Component):
 
     Every local step clips each example's gradient to ``l2_norm_clip``
     (tensorflow-privacy's fast gradient clipping) and adds Gaussian noise of
-    ``noise_multiplier * l2_norm_clip`` to the summed gradient. Unit of
-    privacy: one patient record of one hospital. Each hospital's epsilon comes
-    from its own sampling rate (batch / its training rows) and the local steps
-    the server asked of it (or more, where the simulator saw it run more),
-    never from what its reply claims. ``delta`` defaults to
-    ``default_delta(records)`` per hospital; one at or above 1 / its records
-    is refused unless ``allow_large_delta``.
+    ``noise_multiplier * l2_norm_clip`` to the summed gradient, divided by the
+    expected batch size. Unit of privacy: one patient record of one hospital.
+    ``sampling="poisson"`` (default): each record joins each step
+    independently with probability batch / its hospital's rows (batches vary
+    in size; an empty one still takes its noisy step), accounted as
+    Poisson-subsampled Gaussians under add-or-remove-one-record;
+    ``"shuffle"``: shuffled fixed-size batches, accounted without
+    amplification (one Gaussian release per pass over the rows, under
+    replace-one-record). Each hospital's epsilon comes from its own sampling
+    rate and the local steps the server asked of it (or more, where the
+    simulator saw it run more), never from what its reply claims. ``delta``
+    defaults to ``default_delta(records)`` per hospital; one at or above
+    1 / its records is refused unless ``allow_large_delta``.
     """
 
     family = "privacy"
@@ -39,19 +47,25 @@ class DPSGD(Component):
     delta: float | None = param(None, *DELTA)
     accountant: str = param("rdp", Options(*ACCOUNTANTS))
     allow_large_delta: bool = param(False, Boolean())
+    sampling: str = param("poisson", Options(*SAMPLINGS))
 
     def install(self, plan: Plan) -> None:
-        if "dpsgd-clip" in plan.train_settings:
+        training = DPTraining(float(self.l2_norm_clip), float(self.noise_multiplier), self.sampling)
+        if DPTraining.from_config(plan.train_settings) is not None:
             raise ValueError("privacy: DPSGD is given twice")
-        plan.train_settings.update({"dpsgd-clip": float(self.l2_norm_clip),
-                                    "dpsgd-noise": float(self.noise_multiplier)})
+        plan.train_settings.update(training.config())
         fed = plan.federation
         n_train = {h: int(fed.n_train[i]) for i, h in enumerate(fed.hospitals)}
         delta = {h: check_delta(self.delta or default_delta(n), n, f"record of {h}", self.allow_large_delta)
                  for h, n in n_train.items()}
-        plan.privacy_ledger().add(Charge(
-            technique=self.name, mechanism="DP-SGD", unit="record", noise_multiplier=float(self.noise_multiplier),
-            accountant=self.accountant, per="step", delta=delta,
-            sampling_rate={h: min(1.0, plan.batch_size / n) for h, n in n_train.items()},
-            steps_per_round={h: plan.steps_per_round(n) for h, n in n_train.items()},
-        ))
+        try:
+            charge = Charge(
+                technique=self.name, mechanism="DP-SGD", unit="record", noise_multiplier=float(self.noise_multiplier),
+                accountant=self.accountant, per="step", delta=delta, sampling=self.sampling,
+                sampling_rate={h: expected_batch(n, plan.batch_size) / n for h, n in n_train.items()},
+                steps_per_round={h: plan.steps_per_round(n) for h, n in n_train.items()},
+                steps_per_pass={h: math.ceil(n / plan.batch_size) for h, n in n_train.items()},
+            )
+        except ValueError as error:  # an accountant that cannot account this noise
+            raise ValueError(f"privacy: dpsgd: {error}") from None
+        plan.privacy_ledger().add(charge)

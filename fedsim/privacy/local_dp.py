@@ -15,11 +15,16 @@ from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 class LocalDP(Component):
     """Each hospital clips its update and adds Gaussian noise before sending it (Flower's LocalDpMod).
 
-    ``epsilon``/``delta`` are per released update (the classic Gaussian
-    mechanism, noise sigma = sensitivity * sqrt(2 ln(1.25 / delta)) / epsilon,
-    sensitivity = ``clipping_norm`` unless given). The ledger composes them over
-    the rounds each hospital took part in. Unit: a hospital's update; no
-    trusted server needed.
+    Flower's mod adds noise sigma = sensitivity * sqrt(2 ln(1.25 / delta)) /
+    epsilon (the classic Gaussian mechanism) to the update clipped to
+    ``clipping_norm``. Local DP protects each update against any other one,
+    so the sensitivity of a clipped update is its diameter, 2 x
+    ``clipping_norm``, the default; with it, ``epsilon``/``delta`` hold per
+    update. The ledger charges the noise that is really added, whatever
+    ``sensitivity`` was given: sigma over 2 x ``clipping_norm`` per update
+    under replace-one (a hospital's update replaced), composed over the rounds each hospital took
+    part in (so an understated ``sensitivity`` shows as a larger epsilon).
+    Unit: a hospital's updates; no trusted server needed.
     """
 
     family = "privacy"
@@ -40,11 +45,16 @@ class LocalDP(Component):
     def install(self, plan: Plan) -> None:
         hospitals = plan.federation.hospitals
         check_delta(self.delta, len(hospitals), "hospital", self.allow_large_delta)
-        sensitivity = self.sensitivity or self.clipping_norm
+        sensitivity = self.sensitivity or 2 * self.clipping_norm
         plan.add_mod("privacy", LocalDpMod(self.clipping_norm, sensitivity, self.epsilon, self.delta))
-        plan.privacy_ledger().add(Charge(
-            technique=self.name, mechanism="local DP (Gaussian)", unit="hospital",
-            noise_multiplier=math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon,
-            accountant=self.accountant, per="reply", sampling_rate=dict.fromkeys(hospitals, 1.0),
-            delta=dict.fromkeys(hospitals, self.delta), steps_per_round=dict.fromkeys(hospitals, 1),
-        ))
+        sigma = sensitivity * math.sqrt(2 * math.log(1.25 / self.delta)) / self.epsilon  # what the mod adds
+        try:
+            charge = Charge(
+                technique=self.name, mechanism="local DP (Gaussian)", unit="hospital",
+                noise_multiplier=sigma / self.clipping_norm, accountant=self.accountant, per="reply", sampling="none",
+                neighbours="replace_one",
+                sampling_rate=dict.fromkeys(hospitals, 1.0), delta=dict.fromkeys(hospitals, self.delta),
+                steps_per_round=dict.fromkeys(hospitals, 1))
+        except ValueError as error:  # an accountant that cannot account this noise
+            raise ValueError(f"privacy: local_dp: {error}") from None
+        plan.privacy_ledger().add(charge)

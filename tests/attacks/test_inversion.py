@@ -9,7 +9,7 @@ from fedsim.attacks.scores import decode, match, record_scores
 from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.models import cnn, mlp
 from fedsim.privacy.sparsify import sparsify
-from fedsim.training import trainer_for
+from fedsim.training import DPTraining, trainer_for
 
 
 def test_a_tabular_record_comes_back_from_one_gradient(small_fed):
@@ -68,13 +68,13 @@ def test_dpsgd_trains_convolutions_with_per_example_clipping():
     x, y = rng.random((32, 1024), dtype=np.float32), (rng.random(32) < 0.5).astype(np.float32)
     weights = trainer.initial_weights(0)
     plain, _, _ = trainer.fit(weights, x, y, epochs=1, batch_size=8, learning_rate=0.1, rng=np.random.default_rng(1))
-    # A clip no gradient reaches and no noise: exactly plain SGD.
+    # A clip no gradient reaches and no noise, on plain SGD's batches (shuffled, all full): exactly plain SGD.
     loose, _, _ = trainer.fit(weights, x, y, epochs=1, batch_size=8, learning_rate=0.1,
-                              rng=np.random.default_rng(1), dp=(1e6, 0.0))
+                              rng=np.random.default_rng(1), dp=DPTraining(1e6, 0.0, "shuffle"))
     assert max(np.abs(a - b).max() for a, b in zip(plain, loose)) < 1e-5
-    # A tight clip bounds each step: the update is at most lr * clip per step.
+    # A tight clip bounds each step: the update is at most lr * clip per step (full batches).
     tight, _, steps = trainer.fit(weights, x, y, epochs=1, batch_size=8, learning_rate=0.1,
-                                  rng=np.random.default_rng(1), dp=(0.01, 0.0))
+                                  rng=np.random.default_rng(1), dp=DPTraining(0.01, 0.0, "shuffle"))
     moved = np.sqrt(sum(np.sum((a - b) ** 2) for a, b in zip(tight, weights)))
     assert moved <= 0.1 * 0.01 * steps + 1e-6
 

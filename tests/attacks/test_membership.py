@@ -89,15 +89,15 @@ def test_lira_finds_the_members_of_an_overfit_model_better_than_the_loss(plain):
 
 def test_dp_sgd_pulls_lira_toward_chance(fed, plain):
     # clip 1, noise 2: epsilon about 12.7 at delta 1e-5 (RDP); with noise 1 (epsilon about 40) LiRA still
-    # reaches AUC 0.53-0.57 over four seeds.
+    # reaches AUC 0.53-0.57 over four seeds. DP-SGD samples Poisson batches (as accounted).
     recipe = dataclasses.replace(OVERFIT, dp=(1.0, 2.0))
     trainer = trainer_for(WIDE, fed.n_features)
     private = recipe.fit(trainer, trainer.initial_weights(100), fed.x_train, fed.y_train, np.random.default_rng(100))
     attack = membership_inference(WIDE, private, (fed.x_train, fed.y_train), (fed.x_test, fed.y_test),
                                   recipe=recipe, n_shadows=8, progress=False)
     auc = attack.metrics().set_index("metric").value["auc"]
-    assert auc < 0.58  # measured 0.536 (0.517-0.525 for three other seeds)
-    assert plain["lira"].metrics().set_index("metric").value["auc"] - auc > 0.08
+    assert auc < 0.58  # measured 0.554 (0.499-0.532 for three other seeds)
+    assert plain["lira"].metrics().set_index("metric").value["auc"] - auc > 0.05  # plain: 0.614
     # Every shadow, plain or DP, reused the one model and its traces.
     assert trainer.train_function.experimental_get_tracing_count() == 1
     assert trainer.dp_train_function.experimental_get_tracing_count() == 1
@@ -281,7 +281,8 @@ def test_arguments_are_checked(fed, overfit, run):
     for changes, message in [
         ({"epochs": 0}, "epochs: must be an integer >= 1"),
         ({"learning_rate": 0}, "learning_rate: must be a finite number > 0"),
-        ({"dp": (1.0,)}, r"dp: must be None or \(l2_norm_clip > 0, noise_multiplier >= 0\)"),
+        ({"dp": (1.0,)}, r"dp: must be None or \(l2_norm_clip > 0, noise_multiplier >= 0\[, sampling in "),
+        ({"dp": (1.0, 1.0, "sorted")}, r"dp: must be None or"),
         ({"dp": (0.0, 1.0)}, "dp: must be None"),
         ({"max_steps": 0}, "max_steps: must be an integer >= 1"),
     ]:

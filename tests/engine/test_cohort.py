@@ -5,8 +5,9 @@ import pytest
 
 import fedsim as fs
 from fedsim.cohort import CohortTrainer, Task, cohort_form
+from fedsim.engine.cohort import batch_slot
 from fedsim.models import cnn, logreg, mlp
-from fedsim.training import batch_plan, noise_draws, trainer_for
+from fedsim.training import DPTraining, expected_batch, local_batches, noise_draws, trainer_for
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +56,22 @@ def test_the_cohort_engine_equals_the_per_hospital_path(fed, case):
 
 @pytest.mark.parametrize("model_fn, dp", [(mlp, None), (mlp, (1.0, 0.8)), (logreg, None), (logreg, (0.5, 1.0))])
 def test_one_cohort_pass_is_each_hospitals_pass(fed, model_fn, dp):
-    """Unequal sizes, padded idle hospitals, partial last batches: each hospital as if trained alone."""
+    """Unequal sizes, padded idle hospitals, partial last batches (DP-SGD: Poisson batches of any size, empty ones
+    included): each hospital as if trained alone."""
     trainer = trainer_for(model_fn, fed.n_features)
     start = trainer.initial_weights(1)
+    dp = None if dp is None else DPTraining(*dp)
     tasks, alone = [], []
     for i in range(fed.n_hospitals):
         x, y = fed.train_rows(i)
         rng = np.random.default_rng([9, i])
-        order, bounds = batch_plan(len(x), 2, 32, rng)
+        order, bounds = local_batches(len(x), 2, 32, rng, dp=dp)
         noise = noise_draws(rng, len(bounds) - 1, trainer.n_parameters) if dp else None
-        tasks.append(Task(start, x, y, order, bounds, 0.1, 0.0, noise))
+        tasks.append(Task(start, x, y, order, bounds, 0.1, 0.0, noise, expected_batch(len(x), 32) if dp else None))
         alone.append(trainer.fit(start, x, y, epochs=2, batch_size=32, learning_rate=0.1,
                                  rng=np.random.default_rng([9, i]), dp=dp))
-    together = CohortTrainer(model_fn, fed.n_features, cohort=8, batch=32).fit(tasks, dp)
+    slot = batch_slot(32, max(int(np.diff(t.bounds).max()) for t in tasks))
+    together = CohortTrainer(model_fn, fed.n_features, cohort=8, batch=slot).fit(tasks, dp)
     for (w1, loss1, steps1), (w2, loss2, steps2) in zip(alone, together):
         assert steps1 == steps2 and abs(loss1 - loss2) < 1e-5 and _close(w1, w2)
 

@@ -239,7 +239,8 @@ def test_every_run_writes_a_verified_audit_log_with_what_happened(runs, gov_fed)
     first = rounds[0]
     assert first["sampled"] == sorted(gov_fed.hospitals) and first["responding"] == first["sampled"]
     assert first["dropped"] == {} and first["rejected"] == {}
-    assert first["clipping_and_noise"]["client_training"] == {"dpsgd-clip": 1.0, "dpsgd-noise": 1.0}
+    assert first["clipping_and_noise"]["client_training"] == {"dpsgd-clip": 1.0, "dpsgd-noise": 1.0,
+                                                              "dpsgd-sampling": "poisson"}
     # Steps for every hospital that trained; epsilon (an accountant call) for those under a cap only.
     spent = first["privacy_spent"]["DP-SGD"]
     assert set(spent) == set(first["responding"]) and all(v["steps"] > 0 for v in spent.values())

@@ -3,10 +3,8 @@
 import math
 import re
 
-import dp_accounting
 import numpy as np
 import pytest
-from dp_accounting import rdp
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from tensorflow_privacy.privacy.analysis.compute_dp_sgd_privacy_lib import compute_dp_sgd_privacy_statement
@@ -14,7 +12,8 @@ from tensorflow_privacy.privacy.analysis.compute_dp_sgd_privacy_lib import compu
 import fedsim as fs
 from fedsim.models import resolve_model
 from fedsim.privacy import DPSGD, CentralDP, LocalDP
-from fedsim.training import trainer_for
+from fedsim.training import DPTraining, trainer_for
+from tests.accounting import poisson_epsilon, without_replacement_epsilon
 
 
 @pytest.fixture(scope="module")
@@ -24,11 +23,7 @@ def skewed_fed():
 
 
 def independent_epsilon(z, q, steps, delta):
-    event = dp_accounting.PoissonSampledDpEvent(q, dp_accounting.GaussianDpEvent(z)) if q < 1 \
-        else dp_accounting.GaussianDpEvent(z)
-    accountant = rdp.RdpAccountant()
-    accountant.compose(event, int(steps))
-    return accountant.get_epsilon(delta)
+    return poisson_epsilon(z, [(q, int(steps))], delta)
 
 
 def run(fed, **kwargs):
@@ -73,14 +68,20 @@ def test_central_dp_ledger_is_a_subsampled_gaussian_over_rounds(small_fed, side)
     row = res.privacy.iloc[0]
     assert row.unit == "hospital" and row.steps == 3 and row.sampling_rate == 0.5
     assert row.delta == 1e-5  # 1 / 4^1.1 = 0.22 would be no guarantee at all
-    assert row.epsilon == pytest.approx(independent_epsilon(0.8, 0.5, 3, 1e-5))
+    # Flower samples 2 of the 4 hospitals without replacement: accounted as that, replace one hospital.
+    assert (row.hospital_sampling, row.record_sampling, row.neighbouring) == ("without_replacement", "none",
+                                                                             "replace one hospital")
+    assert row.epsilon == pytest.approx(without_replacement_epsilon(0.8, [((4, 2), 3)], 1e-5))
 
 
 def test_local_dp_composes_the_per_update_gaussian(small_fed):
+    """Sensitivity 2 x the clip by default (a clipped update's diameter): noise 2 x clip x sqrt(2 ln(1.25/delta))
+    / epsilon, the accountant's Gaussian has half that over the clip (replace one update)."""
     res = run(small_fed, privacy=LocalDP(clipping_norm=1.0, epsilon=2.0, delta=1e-5))
     row = res.privacy.iloc[0]
     z = math.sqrt(2 * math.log(1.25 / 1e-5)) / 2.0
-    assert row.noise_multiplier == pytest.approx(z) and row.rounds == 2
+    assert row.noise_multiplier == pytest.approx(2 * z) and row.rounds == 2
+    assert row.neighbouring == "replace one hospital"
     assert row.epsilon == pytest.approx(independent_epsilon(z, 1.0, 2, 1e-5))
 
 
@@ -89,12 +90,15 @@ def test_dp_with_no_noise_and_no_clipping_reproduces_the_plain_run(small_fed):
     central = run(small_fed, privacy=CentralDP(noise_multiplier=0.0, clipping_norm=1e9))
     assert np.allclose(plain.metrics.value, central.metrics.value, atol=1e-6, equal_nan=True)
     # DP-SGD draws its batches from the hospital's secret: compared on one batch plan, in the trainer.
+    # Its "shuffle" sampling takes plain SGD's batches; all full (224 rows, 32 a batch), so the expected batch it
+    # divides by is the realized one.
     trainer = trainer_for(resolve_model("logreg"), small_fed.n_features)
-    x, y = small_fed.train_rows(0)
+    x, y = (a[:224] for a in small_fed.train_rows(0))
     start = trainer.initial_weights(0)
     schedule = {"epochs": 2, "batch_size": 32, "learning_rate": 0.1}
     sgd, _, _ = trainer.fit(start, x, y, rng=np.random.default_rng(1), **schedule)
-    dpsgd, _, _ = trainer.fit(start, x, y, rng=np.random.default_rng(1), dp=(1e9, 0.0), **schedule)
+    dpsgd, _, _ = trainer.fit(start, x, y, rng=np.random.default_rng(1), dp=DPTraining(1e9, 0.0, "shuffle"),
+                              **schedule)
     assert all(np.allclose(a, b, atol=1e-6) for a, b in zip(sgd, dpsgd))
     dp = run(small_fed, privacy=DPSGD(noise_multiplier=0.0, l2_norm_clip=1e9))
     assert dp.privacy.epsilon.eq(math.inf).all()

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fedsim.training import Trainer
+from fedsim.training import SAMPLINGS, DPTraining, Trainer
 from fedsim.validation import Integer, NoneValue, Positive, Real, check_fields, param
 
 
@@ -14,24 +14,25 @@ class TrainingRecipe:
 
     ``epochs`` passes over the shadow's rows in mini-batches of ``batch_size``
     with SGD at ``learning_rate``; ``max_steps`` caps the optimizer steps;
-    ``dp=(l2_norm_clip, noise_multiplier)`` trains with DP-SGD, as
-    ``fedsim.privacy.DPSGD`` does.
+    ``dp=(l2_norm_clip, noise_multiplier[, sampling])`` trains with DP-SGD, as
+    ``fedsim.privacy.DPSGD`` does (``fedsim.training.DPTraining``).
     """
 
     epochs: int = param(1, Integer(min=1))
     batch_size: int = param(32, Integer(min=1))
     learning_rate: float = param(0.05, Positive())
-    dp: tuple[float, float] | None = None
+    dp: DPTraining | tuple | None = None
     max_steps: int | None = param(None, Integer(min=1), NoneValue())
 
     def __post_init__(self):
         check_fields(self)
         if self.dp is not None:
-            ok = isinstance(self.dp, (tuple, list)) and len(self.dp) == 2 and Positive().accepts(self.dp[0])[0] \
-                and Real(min=0).accepts(self.dp[1])[0]
+            ok = isinstance(self.dp, (tuple, list)) and len(self.dp) in (2, 3) and Positive().accepts(self.dp[0])[0] \
+                and Real(min=0).accepts(self.dp[1])[0] and (len(self.dp) == 2 or self.dp[2] in SAMPLINGS)
             if not ok:
-                raise ValueError(f"dp: must be None or (l2_norm_clip > 0, noise_multiplier >= 0), got {self.dp!r}")
-            object.__setattr__(self, "dp", (float(self.dp[0]), float(self.dp[1])))
+                raise ValueError(f"dp: must be None or (l2_norm_clip > 0, noise_multiplier >= 0[, sampling in "
+                                 f"{list(SAMPLINGS)}]), got {self.dp!r}")
+            object.__setattr__(self, "dp", DPTraining(float(self.dp[0]), float(self.dp[1]), *self.dp[2:]))
 
     @classmethod
     def from_config(cls, config: dict, local: bool = False) -> "TrainingRecipe":
@@ -41,8 +42,8 @@ class TrainingRecipe:
         local_epochs`` epochs; a centralized baseline's own epochs).
         ``local=True``: one hospital's local training in one round (its
         ``local_steps`` cap included; the central recipe has no cap).
-        DP-SGD settings are those every hospital trained with
-        (``client_training``: ``dpsgd-clip`` and ``dpsgd-noise``).
+        DP-SGD settings are those every hospital trained with (its
+        ``client_training``, read by ``DPTraining.from_config``).
         """
         if "baseline" in config:
             if config["baseline"] != "centralized" or local:
@@ -57,7 +58,7 @@ class TrainingRecipe:
             raise ValueError(f"recipe: the run's config lacks {missing}; give recipe=TrainingRecipe(...)") from None
         steps = config.get("local_steps")
         training = config.get("client_training", {})
-        dp = (training["dpsgd-clip"], training["dpsgd-noise"]) if "dpsgd-clip" in training else None
+        dp = DPTraining.from_config(training)
         return cls(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate, dp=dp,
                    max_steps=int(steps) if local and steps is not None else None)
 

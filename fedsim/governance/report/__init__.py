@@ -67,12 +67,29 @@ from fedsim.plots import report as figures
 from fedsim.validation import Boolean, NoneValue, Text, check
 
 PRIVACY_NUMBERS = ("epsilon", "delta", "budget", "steps", "rounds", "sampling_rate", "noise_multiplier")
-PRIVACY_TEXTS = ("hospital", "mechanism", "technique", "unit", "accountant")
+PRIVACY_TEXTS = ("hospital", "mechanism", "technique", "unit", "accountant", "record_sampling", "hospital_sampling",
+                 "neighbouring")
 
 
 def _no_epsilon(technique: dict) -> str:
     return (f"**{user(title(technique))}** (no epsilon of its own): "
             f"{user(technique.get('trust_model') or 'no formal guarantee')}")
+
+
+SAMPLING_WORDS = {
+    "poisson": "each record joins each step independently (Poisson sampling, as the accountant composes it)",
+    "shuffle": "shuffled fixed-size batches, accounted without amplification (one release per pass over the rows)",
+    "without_replacement": "a fixed number of the eligible hospitals sampled without replacement each round, "
+                           "accounted as such",
+}
+
+
+def sampling_in_words(row) -> str:
+    """How a privacy row's mechanism sampled, in words (records or hospitals; none: no amplification)."""
+    for column in ("record_sampling", "hospital_sampling"):
+        if row.get(column) in SAMPLING_WORDS:
+            return SAMPLING_WORDS[row[column]]
+    return "no sampling amplification (every release charged in full)"
 
 
 def privacy_statement(doc: Doc, run: Run) -> None:
@@ -97,9 +114,10 @@ def privacy_statement(doc: Doc, run: Run) -> None:
             f"**{user(title(c))}**: unit of privacy: {known(UNITS.get(c.get('unit'), c.get('unit')))}",
             f"trust model: {known(c.get('trust_model'))}",
             f"settings: {user(settings or 'none')}",
-            f"accountant: {user(rows.accountant.iloc[0].upper() or NA)} (dp-accounting), Poisson subsampling at "
-            f"each hospital's sampling rate ({span(rows.sampling_rate, '.3g')}), composed over "
-            f"{number(rows.steps.max(), '.0f')} steps at most",
+            f"accountant: {user(rows.accountant.iloc[0].upper() or NA)} (dp-accounting), "
+            f"{sampling_in_words(rows.iloc[0])} (sampling rate {span(rows.sampling_rate, '.3g')}), composed over "
+            f"{number(rows.steps.max(), '.0f')} releases at most, neighbouring datasets: "
+            f"{user(rows.neighbouring.iloc[0] or NA)}",
             f"noise multiplier {number(rows.noise_multiplier.iloc[0], '.3g')}; epsilon per hospital "
             f"{span(rows.epsilon, '.3g')} at delta {span(rows.delta, '.2g')}",
         ]
@@ -112,8 +130,11 @@ def privacy_statement(doc: Doc, run: Run) -> None:
             lines.append(f"clipping: each hospital's update to L2 norm {user(s['clipping_norm'])} "
                          f"({known(s.get('class'))})")
     lines.append("what is protected: every update the server saw and the final model; not protected: "
-                 "what a hospital's own staff see of its own data; the hospital-level epsilons above assume "
-                 "the sampling the accountant models")
+                 "what a hospital's own staff see of its own data; an amplification by sampling holds only while the "
+                 "sample stays secret from whoever the epsilon protects against: each hospital draws its record "
+                 "sample and noise from a secret of its own, the server its hospital sample and noise from a secret "
+                 "of its own, never from the public seed; the audit log lists which hospitals took part in each "
+                 "round, so its readers are trusted with that")
     doc.items(lines)
     columns = ["hospital", "mechanism", "unit", "epsilon", "delta", "budget", "steps", "rounds"]
     doc.table(privacy[columns])
