@@ -54,7 +54,7 @@ def participation_grid(grid: pd.DataFrame):
                            constrained_layout=True)
     cmap = matplotlib.colors.ListedColormap(["#eeeeee", "#4c9a2a", "#999999", "#e69f00", "#c0392b", "#8e44ad"])
     grid = grid.set_axis([_short(h) for h in grid.index], axis=0)
-    sns.heatmap(grid, cmap=cmap, vmin=-0.5, vmax=len(PARTICIPATION_CODES) - 1.5,
+    sns.heatmap(grid, cmap=cmap, vmin=-0.5, vmax=len(PARTICIPATION_CODES) - 0.5,
                 cbar_kws={"ticks": list(PARTICIPATION_CODES.values())},
                 ax=ax, linewidths=0.5, linecolor="white")
     ax.collections[0].colorbar.set_ticklabels(list(PARTICIPATION_CODES))

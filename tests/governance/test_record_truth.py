@@ -8,6 +8,7 @@ aggregated or kept out with the decision that kept it out, and never both.
 """
 
 import numpy as np
+import pandas as pd
 import pytest
 
 import fedsim as fs
@@ -119,3 +120,12 @@ def test_participation_audit_log_and_report_agree(fed, tmp_path, case):
             e == "aborted" for e in res.participation.query(f"round == {r['round']}").event), r
     if "silent" in case:  # left out without reject(): recorded as such, never listed as aggregated
         assert res.participation.reason.str.contains("left out without a reason").any()
+
+
+def test_the_participation_figure_gives_each_status_its_own_colour():
+    codes = fs.plots.report.PARTICIPATION_CODES
+    grid = pd.DataFrame([list(codes.values())], index=["H000"], columns=range(1, len(codes) + 1))
+    fig = fs.plots.report.participation_grid(grid)
+    cells = fig.axes[0].collections[0].get_facecolors()
+    assert len({tuple(np.round(c, 4)) for c in cells}) == len(codes)  # one colour per status, none shared
+    assert [t.get_text() for t in fig.axes[1].get_yticklabels()] == list(codes)
