@@ -17,7 +17,8 @@ import contextlib
 import logging
 import os
 import sys
-from pathlib import Path
+
+from fedsim.settings import tf_log_level
 
 if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
     raise ImportError(
@@ -27,11 +28,9 @@ if os.environ.get("TF_USE_LEGACY_KERAS", "1") != "1":
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
 
-LOG_ENV = "FEDSIM_TF_LOG"
-# The command line's --verbose is read here: the CLI parses its arguments only after fedsim (and TensorFlow) loaded.
-_argv = getattr(sys, "argv", None) or [""]
-VERBOSE = LOG_ENV in os.environ or (Path(_argv[0]).name == "fedsim" and "--verbose" in _argv[1:])
-os.environ["TF_CPP_MIN_LOG_LEVEL"] = os.environ.get(LOG_ENV, "0" if VERBOSE else "3")
+_LEVEL = tf_log_level()
+VERBOSE = _LEVEL is not None
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = _LEVEL if VERBOSE else "3"
 
 
 @contextlib.contextmanager

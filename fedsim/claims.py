@@ -15,18 +15,11 @@ stop being true: that is worth seeing, not a crash); with ``FEDSIM_CLAIMS=strict
 figures contradict fails the build.
 """
 
-import os
-
-CLAIMS_ENV = "FEDSIM_CLAIMS"
+from fedsim.settings import strict_claims
 
 
 class ClaimFailed(AssertionError):
     """A notebook's text says something its numbers do not show."""
-
-
-def strict() -> bool:
-    """Whether a failed claim raises (``FEDSIM_CLAIMS=strict``) rather than prints."""
-    return os.environ.get(CLAIMS_ENV, "").lower() == "strict"
 
 
 def _shown(value) -> str:
@@ -48,6 +41,6 @@ def claim(statement: str, holds, skip: str | None = None, **numbers) -> None:
         return
     ok = bool(holds)
     line = f"{'✓' if ok else '✗'} {statement}" + (f" ({shown})" if shown else "")
-    if not ok and strict():
+    if not ok and strict_claims():
         raise ClaimFailed(line)
     print(line if ok else f"{line}: not what these numbers show", flush=True)

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS = [
     ("data_synthetic",),
     ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
+     "fedsim.settings",
      "fedsim.governance.audit", "fedsim.claims", "fedsim.randomness"),
     ("fedsim.models", "fedsim.training", "fedsim.cohort", "fedsim.federation"),
     ("fedsim.engine", "fedsim.strategies"),
@@ -121,3 +122,13 @@ def test_tests_that_start_flowers_runtimes_share_one_worker(request):
         pytest.skip("not run with --dist loadgroup")
     grouped = [item.nodeid for item in request.session.items if item.get_closest_marker("xdist_group")]
     assert all(nodeid.endswith("@flower_runtimes") for nodeid in grouped), grouped
+
+
+def test_every_fedsim_environment_variable_is_read_in_the_settings_module():
+    """``FEDSIM_*`` variables are named and read in ``fedsim/settings.py`` only (docstrings may mention them)."""
+    for path in (ROOT / "fedsim").rglob("*.py"):
+        if path.name == "settings.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("FEDSIM_"):
+                pytest.fail(f"{path.relative_to(ROOT)} names {node.value}: read it through fedsim.settings")

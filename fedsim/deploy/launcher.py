@@ -29,7 +29,9 @@ from pathlib import Path
 
 import tomli_w
 
-TAG = "FEDSIM_FEDERATION_TAG"
+from fedsim.settings import FEDERATION_TAG
+
+TAG = FEDERATION_TAG
 BIN = Path(sys.executable).parent  # flower-superlink, flwr-serverapp, ... are started by name
 
 

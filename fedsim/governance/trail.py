@@ -36,7 +36,6 @@ results folder and writes:
 import functools
 import hashlib
 import importlib.metadata
-import os
 import platform
 import tempfile
 from datetime import datetime
@@ -53,12 +52,12 @@ from fedsim.engine.wrapper import unrecorded
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.evaluation import evaluation, provenance
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+from fedsim.settings import results_base
 from fedsim.strategies import aggregation_facts
 from fedsim.training import trainer_for
 
 PACKAGES = ("fedsim", "flwr", "tensorflow", "tf-keras", "tensorflow-privacy", "dp-accounting", "numpy", "pandas",
             "cryptography")
-RESULTS_ENV = "FEDSIM_RESULTS"
 
 
 def results_folder(out, label: str) -> Path:
@@ -72,7 +71,7 @@ def results_folder(out, label: str) -> Path:
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         return folder
-    base = os.environ.get(RESULTS_ENV)
+    base = results_base()
     if base:
         Path(base).mkdir(parents=True, exist_ok=True)
     safe = "".join(c if c.isalnum() or c in "-_" else "-" for c in label)[:40]

@@ -30,15 +30,15 @@ from tqdm.auto import tqdm
 from fedsim.experiment import Experiment
 from fedsim.models import resolve_model
 from fedsim.results import Result
+from fedsim.settings import cache_folder
 from fedsim.validation import Integer, Seq, check
 
-CACHE_ENV = "FEDSIM_CACHE"
 VERSION = "2"  # of the cache's layout (2: runs keep their decision table)
 
 
 def default_cache() -> str:
-    """Where studies cache their runs unless told otherwise."""
-    return os.environ.get(CACHE_ENV, ".fedsim_cache")
+    """Where studies cache their runs unless told otherwise (``fedsim.settings.cache_folder``)."""
+    return cache_folder()
 
 
 @dataclass(frozen=True)
