@@ -20,6 +20,7 @@ from fedsim import (
     availability,
     baselines,
     defenses,
+    deploy,  # registers the deployment and simulation engines
     governance,
     plots,
     privacy,
@@ -43,6 +44,6 @@ attacks.compare_defenses = studies.compare_defenses
 __all__ = [
     "KNOBS", "REGISTRY", "STRATEGIES", "Component", "Exchange", "Experiment", "Federation", "Plan", "Result",
     "RoundObserver", "StrategyWrapper", "Turn", "adversaries", "attacks", "audit", "availability", "baselines", "claim",
-    "compare", "defenses", "evaluate_defense", "from_settings", "governance", "list_scenarios", "plots", "privacy",
-    "studies", "sweep", "synthetic_federation",
+    "compare", "defenses", "deploy", "evaluate_defense", "from_settings", "governance", "list_scenarios", "plots",
+    "privacy", "studies", "sweep", "synthetic_federation",
 ]

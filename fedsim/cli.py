@@ -20,7 +20,6 @@ see participation.csv) and ``fedsim audit verify`` when the log was tampered wit
 """
 
 import argparse
-import dataclasses
 import os
 import sys
 from datetime import datetime
@@ -298,7 +297,8 @@ ASSESS_KEYS = ("candidates", "threats", "seeds", "audit", "mia_shadows", "requir
 
 
 def assess(config_path: str, out: str | None, owner: str | None = None, require: str | None = None) -> Path:
-    """Assess the config's candidates (cached runs); write decision.csv, decision.png, hospitals.csv, audit.jsonl."""
+    """Assess the config's candidates (cached runs); write decision.csv, decision.png, hospitals.csv, audit.jsonl
+    and config.yaml (the settings resolved: ``fedsim assess`` reruns it)."""
     config = load_config(config_path, extra=ASSESS_KEYS)
     base = build_experiment({k: v for k, v in config.items() if k not in ASSESS_KEYS})
     candidates = config.get("candidates")
@@ -309,10 +309,14 @@ def assess(config_path: str, out: str | None, owner: str | None = None, require:
     settings = {k: config[k] for k in ("threats", "seeds", "mia_shadows") if k in config}
     require = require if require is not None else config.get("require")
     folder = out_folder(Path(out or f"results/{Path(config_path).stem}-assess-{datetime.now():%Y%m%d-%H%M%S}"))
-    experiment = {f.name: getattr(base, f.name) for f in dataclasses.fields(base)
-                  if f.name not in ("federation", "name", "out", "audit_key", "audit")}
+    experiment = {k: v for k, v in base.settings().items() if k not in ("name", "audit")}
     assessment = fs.studies.assess(candidates, federation=base.federation, audit=audit, **settings, **experiment)
     paths = assessment.write(folder, owner=owner, require=require)
+    rerun = {"federation": config["federation"], **experiment, "candidates": candidates, **settings,
+             "audit": fs.components.plain({"name": audit.name, **audit.settings()}) if audit is not None else None,
+             "require": require}
+    (folder / "config.yaml").write_text(CONFIG_HEADER.replace("fedsim run", "fedsim assess")
+                                        + yaml.safe_dump(rerun, sort_keys=False))
     shown = assessment.table.set_index("candidate").T
     with pd.option_context("display.width", 200, "display.max_columns", 20, "display.max_colwidth", 30):
         print(shown.to_string())

@@ -12,9 +12,6 @@ from fedsim import engine
 from fedsim._tf import note_device
 from fedsim.components import FIELDS, Component, as_components, plain
 from fedsim.defenses import UpdateValidator
-from fedsim.deploy import app as flower_app
-from fedsim.deploy import engine as flower_runtimes
-from fedsim.deploy.spec import to_spec
 from fedsim.engine import Outcome, Plan, RoundObserver
 from fedsim.federation import Federation
 from fedsim.governance.audit import check_key
@@ -97,10 +94,10 @@ class Experiment:
                                   ("evaluate_every", (Integer(min=1),)),
                                   ("local_steps", (Integer(min=1), NoneValue())),
                                   ("learning_rate", (Positive(),)), ("fraction_train", (Share(),)),
-                                  ("engine", (Options(*engine.ENGINES),)), ("name", (Text(), NoneValue())),
+                                  ("engine", (Options(*engine.names()),)), ("name", (Text(), NoneValue())),
                                   ("strategy_options", (Mapping(), NoneValue()))):
             object.__setattr__(self, name, check(name, getattr(self, name), *constraints))
-        object.__setattr__(self, "engine", engine.ALIASES.get(self.engine, self.engine))
+        object.__setattr__(self, "engine", engine.engine_named(self.engine).name)
         for family in ("privacy", "adversary", "defense", "availability"):
             name = FIELDS[family]
             object.__setattr__(self, name, as_components(name, getattr(self, name), family) or None)
@@ -121,9 +118,8 @@ class Experiment:
                 raise ValueError(f"out: {str(self.out)!r} is a file; give a folder for the run's results")
         plan = self.build_plan()  # every component checked against the federation now, not mid-run
         plan.seal()
-        engine.check(plan, self.engine)
-        if self.engine in engine.FLOWER_RUNTIMES:
-            to_spec(self)  # what cannot travel to the federation's processes is refused now
+        engine.check(plan)
+        engine.engine_named(self.engine).check(self)  # what this engine cannot run is refused now
 
     def _observers(self) -> tuple:
         observers = []
@@ -247,15 +243,13 @@ class Experiment:
         }
 
     def run(self) -> Result:
-        """Train, evaluating the global model on every test split each round.
+        """Train, evaluating the global model on every test split each round, on the engine named ``engine``.
 
         ``engine="deployment"`` or ``"simulation"`` exports the experiment as a
         Flower app, runs it on a federation of processes on this machine and
-        reads its Result and audit log back.
+        reads its Result and audit log back (``fedsim.engine.engines``).
         """
-        if self.engine in engine.FLOWER_RUNTIMES:
-            return flower_runtimes.run(self)
-        return self._run(lambda plan: engine.run(plan, self.engine))
+        return engine.engine_named(self.engine).run(self)
 
     def run_on(self, grid, hospital_of: dict[int, str]) -> Result:
         """Run in a Flower ServerApp, on the federation behind its ``grid`` (what an exported app does).
@@ -264,18 +258,20 @@ class Experiment:
         ``hospital_of`` says which hospital each node serves (the exported
         app's first round finds out: ``fedsim.deploy.roster``).
         """
-        return self._run(lambda plan: engine.run_on_grid(grid, plan, hospital_of))
+        return self.execute(lambda plan: engine.run_on_grid(grid, plan, hospital_of))
 
     def to_flower_app(self, path: str | os.PathLike, federation: dict | None = None) -> Path:
         """Write this experiment as a self-contained Flower app folder (``flwr run PATH ...``); return the folder.
 
         ``federation``: how to load a federation built from a table,
-        ``{"path": ..., "target": ..., "site": ...}`` (a synthetic one travels as its settings).
+        ``{"path": ..., "target": ..., "site": ...}`` (a synthetic one travels as its settings). The
+        ``deployment`` engine writes it (``fedsim.deploy``).
         """
-        return flower_app.export(self, path, federation)
+        return engine.engine_named("deployment").export(self, path, federation)
 
-    def _run(self, execute: Callable[[Plan], Outcome]) -> Result:
-        """Build the plan, ``execute`` it under governance (policies, audit log), assemble the Result."""
+    def execute(self, execute: Callable[[Plan], Outcome]) -> Result:
+        """Build the plan, ``execute`` it under governance (policies, audit log), assemble the Result: what an
+        engine's ``run`` calls with its way of running a plan."""
         note_device()
         plan = self.build_plan()
         governance = Governance(self, plan, self.policies, self.out, self.audit_key)  # policies, audit.jsonl

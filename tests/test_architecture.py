@@ -132,3 +132,10 @@ def test_every_fedsim_environment_variable_is_read_in_the_settings_module():
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Constant) and isinstance(node.value, str) and node.value.startswith("FEDSIM_"):
                 pytest.fail(f"{path.relative_to(ROOT)} names {node.value}: read it through fedsim.settings")
+
+
+def test_engines_are_looked_up_by_name_not_imported_by_the_experiment():
+    """``fedsim.experiment`` names no engine module: engines register themselves (``fedsim.engine.engines``)."""
+    found = modules()
+    assert not {m for m in imports("fedsim.experiment", found["fedsim.experiment"], set(found))
+                if m.startswith("fedsim.deploy")}

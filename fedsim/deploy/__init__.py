@@ -11,9 +11,11 @@
 - ``launcher``: a SuperLink and one SuperNode per hospital on 127.0.0.1 (or a
   simulation SuperLink), ``flwr run`` of an app, every process stopped after;
   ``worker``: the long-lived ClientApp process beside each SuperNode;
-- ``engine``: ``Experiment(engine="deployment" | "simulation").run()``.
+- ``engine``: the ``deployment`` and ``simulation`` engines, registered on
+  import (``Experiment(engine="deployment" | "simulation").run()``).
 """
 
+from fedsim.deploy import engine  # noqa: F401  (registers the deployment and simulation engines)
 from fedsim.deploy.spec import experiment_fields, to_spec
 
 __all__ = ["experiment_fields", "to_spec"]

@@ -1,4 +1,4 @@
-"""Engines run a ``Plan``.
+"""Engines run a ``Plan``; they are registered by name (``fedsim.engine.engines``).
 
 - ``inprocess`` (default): the in-process Grid with the cohort engine (a
   round's hospitals trained at once, ``fedsim.engine.cohort``);
@@ -6,15 +6,17 @@
   another (the reference the cohort engine is checked against);
 - ``deployment``: an exported Flower app on a SuperLink and one SuperNode per
   hospital on this machine; ``simulation``: the same app on Flower's
-  simulation runtime (``flwr run``). Both run the plan through ``run_on_grid``
-  in the app's ServerApp (``fedsim.deploy``), with ``client_app`` of its own
-  hospital's plan on every node: there each party holds its own rows only,
-  and the hospitals evaluate the global model (``HospitalTests``);
+  simulation runtime (``flwr run``). Both are registered by ``fedsim.deploy``
+  and run the plan through ``run_on_grid`` in the app's ServerApp, with
+  ``client_app`` of its own hospital's plan on every node: there each party
+  holds its own rows only, and the hospitals evaluate the global model
+  (``HospitalTests``);
 - ``ray``: another name of ``simulation`` (Flower's simulation runtime runs on
   Ray); fedsim never calls Flower's deprecated ``run_simulation``.
 """
 
 import logging
+from dataclasses import dataclass
 
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid
@@ -22,6 +24,7 @@ from flwr.serverapp import Grid
 from fedsim._flower import flower_log_level
 from fedsim.engine.apps import HospitalTests, Outcome, make_client_app, serve
 from fedsim.engine.cohort import CohortRound
+from fedsim.engine.engines import ALIASES, ENGINES, engine_named, names, register  # noqa: E402
 from fedsim.engine.grid import InProcessGrid
 from fedsim.engine.ledger import PrivacyLedger
 from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver, RunState
@@ -29,10 +32,6 @@ from fedsim.engine.plan import STAGES, Plan, SecAggSettings, cohort_size
 from fedsim.engine.secagg import check_plan, serve_secagg
 from fedsim.engine.secagg import client_mods as secagg_mods
 from fedsim.engine.wrapper import StrategyWrapper
-
-ENGINES = ("inprocess", "sequential", "deployment", "simulation", "ray")
-ALIASES = {"ray": "simulation"}  # the name this engine had when it ran Flower's deprecated run_simulation
-FLOWER_RUNTIMES = ("deployment", "simulation")  # run as an exported Flower app (fedsim.deploy)
 
 
 def client_app(plan: Plan, cohort: CohortRound | None = None) -> ClientApp:
@@ -51,6 +50,8 @@ def _loop(plan: Plan):
 
 def run_inprocess(plan: Plan, cohort: bool = True) -> Outcome:
     """Every hospital's ClientApp called directly in this process, no serialisation (cohort training or not)."""
+    plan.seal()
+    check(plan)  # here, not mid-run, where Flower would swallow the error
     fed = plan.federation
     # Node i + 1 serves hospital i (InProcessGrid).
     rounds = CohortRound(fed, plan.model_fn, plan.local_data, hospital_of=lambda node_id: node_id - 1,
@@ -70,16 +71,14 @@ def run_on_grid(grid: Grid, plan: Plan, hospital_of: dict[int, str]) -> Outcome:
     evaluates the global model on its own (``HospitalTests``).
     """
     plan.seal()
-    check(plan, "deployment")
+    check(plan)
     nodes = {hospital: node for node, hospital in hospital_of.items()}
     tests = None if plan.federation.holds_all else (lambda record: HospitalTests(plan, grid, nodes, record))
     return _loop(plan)(grid, plan, hospital_of=hospital_of.__getitem__, tests=tests)
 
 
-def check(plan: Plan, engine: str) -> None:
-    """Refuse, before anything runs, a sealed plan the engine cannot run as specified (it would hang or idle)."""
-    if engine not in ENGINES:
-        raise ValueError(f"engine: unknown {engine!r}; allowed: {list(ENGINES)}")
+def check(plan: Plan) -> None:
+    """Refuse, before anything runs, a sealed plan no engine can run as specified (it would hang or idle)."""
     n, base = plan.federation.n_hospitals, plan.base_strategy
     sampled = cohort_size(base, n)
     if sampled < 1:
@@ -97,16 +96,27 @@ def check(plan: Plan, engine: str) -> None:
         check_plan(plan)
 
 
-def run(plan: Plan, engine: str) -> Outcome:
-    """Run ``plan`` on the named engine (sealing it first: its strategy and mods are composed by stage)."""
-    plan.seal()
-    check(plan, engine)  # here, not in a ServerApp, where Flower would swallow the error
-    if engine in FLOWER_RUNTIMES:
-        raise ValueError(f"engine: {engine!r} runs an exported Flower app: use Experiment.run, or run_on_grid "
-                         f"in a ServerApp")
-    return {"inprocess": run_inprocess, "sequential": lambda p: run_inprocess(p, cohort=False)}[engine](plan)
+@dataclass(frozen=True)
+class InProcess:
+    """The engine of the in-process Grid: the cohort engine (``inprocess``) or one hospital after another
+    (``sequential``, the reference the cohort engine is checked against)."""
+
+    name: str
+    cohort: bool
+
+    def check(self, experiment) -> None:
+        """Nothing beyond the plan's own checks (``check``): every fedsim component runs in-process."""
+
+    def run(self, experiment):
+        """Build the experiment's plan and run it on the in-process Grid."""
+        return experiment.execute(lambda plan: run_inprocess(plan, cohort=self.cohort))
 
 
-__all__ = ["ALIASES", "ENGINES", "FLOWER_RUNTIMES", "STAGES", "Eligibility", "Exchange", "InProcessGrid",
-           "ObservingGrid", "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState",
-           "SecAggSettings", "StrategyWrapper", "client_app", "run", "run_on_grid"]
+register(InProcess("inprocess", cohort=True))
+register(InProcess("sequential", cohort=False))
+
+
+__all__ = ["ALIASES", "ENGINES", "STAGES", "Eligibility", "Exchange", "InProcess", "InProcessGrid", "ObservingGrid",
+           "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings",
+           "StrategyWrapper", "check", "client_app", "engine_named", "names", "register", "run_inprocess",
+           "run_on_grid"]

@@ -1,5 +1,6 @@
 """The in-process Grid against Flower's message contract and observers (Flower's runtimes: tests/deploy)."""
 
+import pytest
 from flwr.serverapp.strategy import FedMedian
 
 import fedsim as fs
@@ -71,3 +72,31 @@ def test_federated_evaluation_runs_on_hospital_test_splits(small_fed):
     for hospital, content in evaluation.updates().items():
         assert content["metrics"]["num-examples"] == len(small_fed.test_rows(small_fed.hospitals.index(hospital))[1])
         assert 0 <= content["metrics"]["accuracy"] <= 1
+
+
+def test_an_engine_of_your_own_is_registered_and_used_by_name(small_fed):
+    """An engine is an object with a name, check(experiment) and run(experiment); registered, it runs by name."""
+    ran = []
+
+    class Counting:
+        name = "counting"
+
+        def check(self, experiment):
+            if experiment.rounds > 5:
+                raise ValueError("rounds: the counting engine runs at most 5")
+
+        def run(self, experiment):
+            ran.append(experiment.label)
+            return experiment.execute(lambda plan: fs.engine.run_inprocess(plan))
+
+    fs.engine.register(Counting(), aliases=("tally",))
+    try:
+        res = fs.Experiment(federation=small_fed, model="logreg", rounds=2, engine="tally").run()
+        assert ran == ["FedAvg"] and res.config["engine"] == "counting" and res.final("auroc") > 0.5
+        with pytest.raises(ValueError, match="^rounds: the counting engine runs at most 5"):
+            fs.Experiment(federation=small_fed, rounds=6, engine="counting")
+        with pytest.raises(ValueError, match="^engine: must be one of"):
+            fs.Experiment(federation=small_fed, engine="warp")
+    finally:
+        fs.engine.ENGINES.pop("counting")
+        fs.engine.ALIASES.pop("tally")

@@ -86,6 +86,12 @@ def test_the_report_states_what_was_measured_and_recommends(assessed):
     assert "test patients" in text and "AUROC &#91;95% DeLong&#93;" in text
 
 
+def test_an_assessment_folders_config_reruns_to_the_same_decision_table(assessed):
+    again = assessed.parent / "again"
+    assert main(["assess", str(assessed / "config.yaml"), "--out", str(again)]) == 0
+    pd.testing.assert_frame_equal(pd.read_csv(again / "decision.csv"), pd.read_csv(assessed / "decision.csv"))
+
+
 def test_the_decision_report_reads_and_prints_at_1280_px(assessed):
     """Every table of report.html fits the page in a 1280 px browser window: no criterion off the page or off a
     printout; the decision table names each criterion with its unit and the better direction."""
