@@ -18,6 +18,7 @@ from fedsim.governance.audit import check_key
 from fedsim.governance.policies import Policy, resolve_policies
 from fedsim.governance.trail import Governance
 from fedsim.models import ModelFn, resolve_model
+from fedsim.privacy.ledger import ledger_of
 from fedsim.results import Result, tidy
 from fedsim.strategies import make_strategy, strategy_label, title
 from fedsim.validation import Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share, Text, check
@@ -200,7 +201,7 @@ class Experiment:
         for hospital in self.federation.hospitals:
             cap = budget.get(hospital, budget.get("default"))
             if cap is not None:
-                plan.privacy_ledger().cap(hospital, cap, "privacy budget")
+                ledger_of(plan).cap(hospital, cap, "privacy budget")
         return plan
 
     def settings(self) -> dict:

@@ -139,3 +139,13 @@ def test_engines_are_looked_up_by_name_not_imported_by_the_experiment():
     found = modules()
     assert not {m for m in imports("fedsim.experiment", found["fedsim.experiment"], set(found))
                 if m.startswith("fedsim.deploy")}
+
+
+def test_privacy_accounting_lives_in_the_privacy_package():
+    """The ledger and its accountants are ``fedsim/privacy/``'s; the engine offers generic hooks only."""
+    ledgers = [p.relative_to(ROOT) for p in (ROOT / "fedsim").rglob("ledger.py")]
+    assert ledgers == [Path("fedsim/privacy/ledger.py")]
+    for path in (ROOT / "fedsim" / "engine").rglob("*.py"):
+        names = {n.id for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Name)}
+        names |= {n.attr for n in ast.walk(ast.parse(path.read_text())) if isinstance(n, ast.Attribute)}
+        assert not {n for n in names if "ledger" in n.lower()}, f"{path.relative_to(ROOT)} reads a ledger"

@@ -58,8 +58,8 @@ from flwr.app import ArrayRecord, Context, Message, MetricRecord, RecordDict
 from fedsim.audit.bounds import METHODS, Bound, audit
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, RoundObserver, StrategyWrapper
-from fedsim.engine.ledger import composed_epsilon, default_delta
 from fedsim.engine.messages import claimed_examples, copy_message, flat, unflat, weights_of
+from fedsim.privacy.ledger import composed_epsilon, default_delta, installed_ledger
 from fedsim.tables import Schema
 from fedsim.training import trainer_for
 from fedsim.validation import Integer, NoneValue, Options, Positive, Real, Text, param
@@ -117,7 +117,7 @@ class Canaries(Component):
     seed: int = param(0, Integer(min=0))
 
     def install(self, plan: Plan) -> None:
-        ledger = plan.ledger
+        ledger = installed_ledger(plan)
         charges = ledger.charges if ledger is not None else []
         level = self.level if self.level != "auto" else (PER[charges[0].per] if charges else "record")
         if level != "record" and plan.secagg is not None:
@@ -159,7 +159,7 @@ class AuditRun(RoundObserver):
 
     def claim(self) -> tuple[str, float, float]:
         """(technique, epsilon claimed, delta) for the audited unit: the accountant's, or inf without DP."""
-        ledger, per = self.plan.ledger, {v: k for k, v in PER.items()}[self.level]
+        ledger, per = installed_ledger(self.plan), {v: k for k, v in PER.items()}[self.level]
         for i, charge in enumerate(ledger.charges if ledger is not None else []):
             if charge.per != per:
                 continue
@@ -237,7 +237,7 @@ class RecordAudit(AuditRun):
         # than it has (the update validator's bound on example counts stays true); DP-SGD is then charged at
         # the highest rate its batches can have there (batch / the rows left), never below the real one.
         self.kept = np.sort(rng.permutation(rows)[audit.n:])
-        for charge in plan.ledger.charges if plan.ledger is not None else []:
+        for charge in installed_ledger(plan).charges if installed_ledger(plan) is not None else []:
             if charge.per == "step":
                 charge.sampling_rate[self.hospital] = min(1.0, plan.batch_size / len(self.kept))
         shape = (audit.n, fed.n_features)

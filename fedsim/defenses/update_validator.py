@@ -13,6 +13,7 @@ import numpy as np
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen
 from fedsim.engine.messages import arrays, claimed_examples, decoded
+from fedsim.privacy.ledger import installed_ledger
 from fedsim.validation import Boolean, NoneValue, Positive, param
 
 
@@ -89,5 +90,6 @@ class UpdateValidator(Component):
 
     def install(self, plan: Plan) -> None:
         committed = plan.committed if self.committed_examples else None
-        central = plan.ledger is not None and any(c.per == "release" for c in plan.ledger.charges)
+        ledger = installed_ledger(plan)
+        central = ledger is not None and any(c.per == "release" for c in ledger.charges)
         plan.screens.append(_Validator(self, committed, relative=not central))

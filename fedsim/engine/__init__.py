@@ -26,7 +26,6 @@ from fedsim.engine.apps import HospitalTests, Outcome, make_client_app, serve
 from fedsim.engine.cohort import CohortRound
 from fedsim.engine.engines import ALIASES, ENGINES, engine_named, names, register  # noqa: E402
 from fedsim.engine.grid import InProcessGrid
-from fedsim.engine.ledger import PrivacyLedger
 from fedsim.engine.observers import Eligibility, Exchange, ObservingGrid, ReplyScreen, RoundObserver, RunState
 from fedsim.engine.plan import STAGES, Plan, SecAggSettings, cohort_size
 from fedsim.engine.secagg import check_plan, serve_secagg
@@ -39,7 +38,7 @@ def client_app(plan: Plan, cohort: CohortRound | None = None) -> ClientApp:
     secagg = plan.secagg is not None
     mods = secagg_mods(plan) if secagg else plan.client_mods()
     return make_client_app(plan.federation, plan.model_fn, mods, legacy_fit=secagg, local_data=plan.local_data,
-                           steps_run=plan.ledger.steps_run if plan.ledger is not None else None, cohort=cohort,
+                           steps_run=plan.steps_run, cohort=cohort,
                            secret=plan.secret)
 
 
@@ -117,6 +116,6 @@ register(InProcess("sequential", cohort=False))
 
 
 __all__ = ["ALIASES", "ENGINES", "STAGES", "Eligibility", "Exchange", "InProcess", "InProcessGrid", "ObservingGrid",
-           "Outcome", "Plan", "PrivacyLedger", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings",
+           "Outcome", "Plan", "ReplyScreen", "RoundObserver", "RunState", "SecAggSettings",
            "StrategyWrapper", "check", "client_app", "engine_named", "names", "register", "run_inprocess",
            "run_on_grid"]

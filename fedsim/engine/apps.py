@@ -50,7 +50,7 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
     ``legacy_fit``: train messages and replies use Flower's legacy FitIns /
     FitRes records (what the SecAgg+ workflow and ``secaggplus_mod`` speak).
     ``steps_run``: where to record the local steps each (round, hospital) really
-    ran (the privacy ledger reads it; in this process only, not the reply's claim).
+    ran (``Plan.steps_run``: what the simulator saw, not the reply's claim).
     ``cohort``: the round's cohort training (the cohort engine); a hospital takes
     its result when it trains on what the cohort trained on, else trains alone.
     ``secret``: what the hospitals' private randomness (DP-SGD's sample and

@@ -16,8 +16,10 @@ innermost to outermost, on both sides of the federation:
 
 The engine composes them in that order (``seal``); nobody inserts by hand.
 The Plan also owns the per-round cohort (computed from the unwrapped
-strategy), the round counter every component reads (``state``), the privacy
-ledger (``ledger``) and the result tables (``add_report``, with schemas).
+strategy), the round counter every component reads (``state``), the run's
+decision record (``decisions``), state shared by a family of components
+(``extras``: the privacy ledger) and the result tables (``add_report``, with
+schemas).
 """
 
 import math
@@ -30,7 +32,6 @@ from flwr.app import ConfigRecord
 from flwr.serverapp.strategy import Strategy
 
 from fedsim.engine.decisions import Decisions
-from fedsim.engine.ledger import PRIVACY_TABLE, PrivacyLedger
 from fedsim.engine.observers import CohortCheck, Eligibility, ReplyScreen, RoundObserver, RunState
 from fedsim.engine.wrapper import AggregationRecord
 from fedsim.federation import Federation
@@ -122,14 +123,19 @@ class Plan:
     - ``train_settings``: extra keys of every hospital's train config;
     - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
       what a hospital trains on (data poisoning), applied in order, never in place;
-    - ``privacy_ledger()``: the run's ledger, to add a privacy charge;
+    - ``extras``: per-run state a family of components shares, by key (the
+      privacy ledger: ``fedsim.privacy.ledger_of(plan)``), and
+      ``secret_randomness``: set when a privacy claim rests on the server's
+      random draws (``fedsim.randomness``);
     - ``committed``: each hospital's committed training rows (the roster's; a
       component that changes a hospital's rows as the hospital itself would,
       e.g. an auditor's canary records, updates its count here);
     - ``add_report(schema, producer)``: a result table, declared (producers run once the run has ended,
       when ``final_weights`` holds the final global model);
     - read ``sampled_per_round`` (Flower's cohort, from the unwrapped
-      strategy), ``state`` (the round counter) and the training settings.
+      strategy), ``state`` (the round counter), ``steps_run`` (the local steps
+      each hospital really ran, recorded by the engine) and the training
+      settings.
 
     For instance, a component that drops every third round's train reply of one hospital::
 
@@ -169,7 +175,9 @@ class Plan:
     secagg: SecAggSettings | None = None
     state: RunState = field(default_factory=RunState)
     decisions: Decisions = field(default_factory=Decisions)
-    ledger: PrivacyLedger | None = None
+    extras: dict[str, object] = field(default_factory=dict)
+    secret_randomness: bool = False
+    steps_run: dict[tuple[int, int], int] = field(default_factory=dict)  # (round, hospital index) -> steps run
     final_weights: list[np.ndarray] | None = None  # the global model the run ended with (set when it ends)
     _mods: dict[str, list[Mod]] = field(default_factory=lambda: {s: [] for s in MOD_STAGES})
     _wrappers: dict[str, list[Wrapper]] = field(default_factory=lambda: {s: [] for s in WRAPPER_STAGES})
@@ -207,15 +215,6 @@ class Plan:
         entry = (name or getattr(producer, "__qualname__", "a report"), producer)
         self._reports.setdefault(schema.name, (schema, []))[1].append(entry)
 
-    def privacy_ledger(self) -> PrivacyLedger:
-        """The run's privacy ledger, attached on first use (as an observer, a cohort check, a table)."""
-        if self.ledger is None:
-            self.ledger = PrivacyLedger(self.federation.hospitals, self.state, self.cohort)
-            self.observers.append(self.ledger)
-            self.cohort_checks.append(self.ledger.exclusions)
-            self.add_report(PRIVACY_TABLE, self.ledger.table)
-        return self.ledger
-
     def cohort(self, n_eligible: int) -> int:
         """How many of ``n_eligible`` hospitals the strategy samples for a train round (Flower's rule)."""
         return min(n_eligible, cohort_size(self.base_strategy, n_eligible))
@@ -233,14 +232,9 @@ class Plan:
             config["local-steps"] = self.local_steps
         return ConfigRecord(config)
 
-    @property
-    def private(self) -> bool:
-        """Whether a privacy mechanism in the plan charges epsilon (its noise and sampling must stay secret)."""
-        return self.ledger is not None and bool(self.ledger.charges)
-
     def server_entropy(self) -> list[int]:
         """What the server's random draws come from: the public seed, or the run's secret under DP."""
-        return server_entropy(self.seed, self.secret, self.private)
+        return server_entropy(self.seed, self.secret, self.secret_randomness)
 
     def steps_per_round(self, n_rows: int) -> int:
         """Local optimizer steps a hospital with ``n_rows`` training rows runs in one round."""

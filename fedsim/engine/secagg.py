@@ -120,7 +120,7 @@ class _CalibratedLegacyDP(LegacyClientSideFixedClipping):
     """Flower's legacy client-side DP wrapper, its noise sized each round for the sum SecAgg+ really unmasked.
 
     A dropped hospital neither voids the round nor thins the noise; each
-    released aggregate is charged to the ledger (``release``).
+    released aggregate is reported to ``release`` (the privacy wrapper's ``on_release``: it charges its ledger).
     """
 
     def __init__(self, strategy, noise_multiplier: float, clipping_norm: float, sampled: int, release):
@@ -255,11 +255,9 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], test
             initial_parameters=ndarrays_to_parameters(evaluation.trainer.initial_weights(plan.seed)),
             fit_metrics_aggregation_fn=lambda metrics: {},
         )
-        if (dp := _client_side_dp(plan)) is not None:
-            release = plan.strategy.ledger.release
-            technique = plan.strategy.technique
+        if (dp := _client_side_dp(plan)) is not None:  # the privacy wrapper charges what the workflow releases
             strategy = _CalibratedLegacyDP(strategy, dp.noise_multiplier, dp.clipping_norm, dp.num_sampled_clients,
-                                           lambda server_round, sampled: release(technique, server_round, sampled))
+                                           plan.strategy.on_release)
         context = LegacyContext(
             Context(run_id=observing.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={}),
             config=ServerConfig(num_rounds=plan.rounds), strategy=strategy,

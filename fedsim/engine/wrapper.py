@@ -79,6 +79,11 @@ class StrategyWrapper(Reporting, Strategy):
         vector = flat(update) if isinstance(update, (list, tuple)) else np.asarray(update, np.float64)
         replace_weights(reply.content, unflat(flat(self.current_weights) + vector, self.current_weights))
 
+    def on_release(self, server_round: int, sampled: int) -> None:
+        """An aggregate of ``server_round`` (of ``sampled`` hospitals sampled) was released: what the wrapper
+        does then (a DP mechanism charges its ledger). Called after ``aggregate_train`` releases, and by the
+        SecAgg+ workflow, which unmasks the aggregate itself. Default: nothing."""
+
     def reject(self, server_round: int, reply: Message, reason: str) -> None:
         """Record that ``reply`` is not aggregated (the caller leaves it out)."""
         self.report(server_round, reply, "rejected", f"{type(self).__name__}: {reason}")

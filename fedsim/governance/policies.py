@@ -29,6 +29,7 @@ import pandas as pd
 
 from fedsim.engine import Plan
 from fedsim.federation import Federation
+from fedsim.privacy.ledger import installed_ledger
 from fedsim.tables import Schema
 from fedsim.validation import Boolean, Integer, NoneValue, Positive, check_fields, param
 
@@ -110,7 +111,7 @@ class PolicyEnforcer:
     def eligible(self, hospital: str) -> str | None:
         """Why ``hospital`` may not take part: a max_epsilon in a run without DP (its epsilon is unbounded)."""
         policy = self.policies.get(hospital)
-        if policy is None or policy.max_epsilon is None or self.plan.ledger is not None:
+        if policy is None or policy.max_epsilon is None or installed_ledger(self.plan) is not None:
             return None
         reason = f"policy: max_epsilon {policy.max_epsilon:g}, but the run has no DP (epsilon unbounded)"
         self._enforce(self.plan.state.upcoming, hospital, "max_epsilon", "excluded from round", reason)
@@ -118,7 +119,7 @@ class PolicyEnforcer:
 
     def _sync(self) -> None:
         """The ledger's exclusions made for a policy's max_epsilon, as enforcements."""
-        ledger = self.plan.ledger
+        ledger = installed_ledger(self.plan)
         for (server_round, hospital), (source, reason) in (ledger.exclusions_made.items() if ledger else ()):
             if source == "policy":
                 self._enforce(server_round, hospital, "max_epsilon", "excluded from round", reason)
@@ -135,12 +136,13 @@ class PolicyEnforcer:
                                   f"policy: evaluate=false; its {n} test rows are not used")
             plan.federation = without_test_rows(fed, no_eval)
         if any(p.max_epsilon is not None for p in self.policies.values()):
-            if plan.ledger is None:
+            ledger = installed_ledger(plan)
+            if ledger is None:
                 plan.eligibility.append(self.eligible)
             else:  # the ledger keeps it at or below its cap, on the cohort as a whole
                 for hospital, policy in self.policies.items():
                     if policy.max_epsilon is not None:
-                        plan.ledger.cap(hospital, policy.max_epsilon, "policy")
+                        ledger.cap(hospital, policy.max_epsilon, "policy")
         plan.add_report(POLICY, self.table, name="Policies")
 
     def suppressed(self) -> dict[str, str]:

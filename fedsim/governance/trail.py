@@ -52,6 +52,7 @@ from fedsim.engine.wrapper import unrecorded
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
 from fedsim.governance.evaluation import evaluation, provenance
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+from fedsim.privacy.ledger import installed_ledger
 from fedsim.settings import results_base
 from fedsim.strategies import aggregation_facts
 from fedsim.training import trainer_for
@@ -197,7 +198,7 @@ class AuditTrail(RoundObserver):
         would slow DP runs down a lot (dp-accounting: ~0.1 s RDP, ~1 s PLD);
         the steps logged here fix their epsilon.
         """
-        ledger = self.plan.ledger
+        ledger = installed_ledger(self.plan)
         if ledger is None or not ledger.charges:
             return {}
         spent = {}

@@ -26,10 +26,10 @@ from flwr.serverapp.strategy import FedAvg, Strategy
 
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, ReplyScreen, StrategyWrapper
-from fedsim.engine.ledger import ACCOUNTANTS, Charge, PrivacyLedger, check_delta, default_delta
 from fedsim.engine.messages import metrics as metric_records
 from fedsim.engine.messages import weights_of
 from fedsim.privacy.dpsgd import DELTA
+from fedsim.privacy.ledger import ACCOUNTANTS, Charge, PrivacyLedger, check_delta, default_delta, ledger_of
 from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 
 # Strategies whose aggregate is FedAvg's weighted average, or a server-side optimizer step on it: the
@@ -88,8 +88,12 @@ class CalibratedRelease(StrategyWrapper):
         self.strategy.num_sampled_clients = len(replies)  # noise sized for the updates really aggregated
         arrays, metrics = self.strategy.aggregate_train(server_round, replies)
         if arrays is not None:
-            self.ledger.release(self.technique, server_round, sampled)
+            self.on_release(server_round, sampled)
         return arrays, metrics
+
+    def on_release(self, server_round: int, sampled: int) -> None:
+        """Charge the ledger for the aggregate released this round."""
+        self.ledger.release(self.technique, server_round, sampled)
 
 
 @dataclass(frozen=True)
@@ -165,7 +169,7 @@ class CentralDP(Component):
         delta = check_delta(self.delta or default_delta(len(hospitals)), len(hospitals), "hospital",
                             self.allow_large_delta)
         sampled = plan.sampled_per_round
-        ledger = plan.privacy_ledger()
+        ledger = ledger_of(plan)
         weighted_by_key = getattr(base, "weighted_by_key", "num-examples")
         if self.adaptive:
             wrapper = (flwr_strategy.DifferentialPrivacyServerSideAdaptiveClipping if self.side == "server"

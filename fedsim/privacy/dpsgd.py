@@ -5,7 +5,7 @@ from dataclasses import dataclass
 
 from fedsim.components import Component
 from fedsim.engine import Plan
-from fedsim.engine.ledger import ACCOUNTANTS, Charge, check_delta, default_delta
+from fedsim.privacy.ledger import ACCOUNTANTS, Charge, check_delta, default_delta, ledger_of
 from fedsim.training import SAMPLINGS, DPTraining, expected_batch
 from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 
@@ -68,4 +68,4 @@ class DPSGD(Component):
             )
         except ValueError as error:  # an accountant that cannot account this noise
             raise ValueError(f"privacy: dpsgd: {error}") from None
-        plan.privacy_ledger().add(charge)
+        ledger_of(plan).add(charge)

@@ -7,7 +7,7 @@ from flwr.clientapp.mod import LocalDpMod
 
 from fedsim.components import Component
 from fedsim.engine import Plan
-from fedsim.engine.ledger import ACCOUNTANTS, Charge, check_delta
+from fedsim.privacy.ledger import ACCOUNTANTS, Charge, check_delta, ledger_of
 from fedsim.validation import Boolean, NoneValue, Options, Positive, Real, param
 
 
@@ -57,4 +57,4 @@ class LocalDP(Component):
                 steps_per_round=dict.fromkeys(hospitals, 1))
         except ValueError as error:  # an accountant that cannot account this noise
             raise ValueError(f"privacy: local_dp: {error}") from None
-        plan.privacy_ledger().add(charge)
+        ledger_of(plan).add(charge)

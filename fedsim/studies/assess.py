@@ -68,6 +68,7 @@ from fedsim.governance.evaluation import bootstrap_auroc, evaluation, provenance
 from fedsim.governance.report.recommend import parse, recommend
 from fedsim.governance.trail import fingerprints, versions
 from fedsim.plots import plot_decision
+from fedsim.privacy.ledger import installed_ledger
 from fedsim.results import Result
 from fedsim.studies.grid import check_seeds, run_grid
 from fedsim.training import trainer_for
@@ -192,7 +193,8 @@ def _runs(label: str, experiment: Experiment, threats, poisoning, backdoor, drop
 def _audit_run(label: str, experiment: Experiment, audit: Canaries) -> Experiment:
     """The candidate with the audit; SecAgg+ left out when the canaries must join the aggregate."""
     plan = experiment.build_plan()
-    charges = plan.ledger.charges if plan.ledger is not None else []
+    ledger = installed_ledger(plan)
+    charges = ledger.charges if ledger is not None else []
     level = audit.level if audit.level != "auto" else PER[charges[0].per] if charges else (
         "record" if plan.secagg is not None else "hospital")  # without DP, canary hospitals show what leaks
     audit = dataclasses.replace(audit, level=level)

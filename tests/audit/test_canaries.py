@@ -28,7 +28,7 @@ class SilentCentralDP(Component):
 
     def install(self, plan):
         fs.privacy.CentralDP(noise_multiplier=0.0).install(plan)
-        ledger = plan.privacy_ledger()
+        ledger = fs.privacy.ledger_of(plan)
         ledger.charges[-1] = dataclasses.replace(ledger.charges[-1], noise_multiplier=1.0)  # the false claim
 
 

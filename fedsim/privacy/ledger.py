@@ -1,7 +1,9 @@
 """The run's privacy ledger: each hospital's epsilon (dp-accounting) for what was actually released, and caps.
 
-Privacy techniques add a ``Charge`` (``plan.privacy_ledger().add(...)``);
-the ledger then charges, whatever the hospitals do, each with the sampling
+Privacy techniques add a ``Charge`` (``ledger_of(plan).add(...)``: the first
+call installs the run's ledger into the plan through its generic hooks, as
+an observer, a cohort check and a table); the ledger then charges, whatever
+the hospitals do, each with the sampling
 that really ran and the neighbouring relation it is exact for:
 
 - ``per="step"`` (DP-SGD, record level): every train reply the server
@@ -207,16 +209,37 @@ class Charge:
         return ("wor", eligible, min(sampled, eligible)) if self.sampling == "without_replacement" else ("gaussian",)
 
 
+KEY = "privacy ledger"  # the plan's ``extras`` entry holding the run's ledger
+
+
+def ledger_of(plan) -> "PrivacyLedger":
+    """The run's privacy ledger, installed on first use: an observer (it charges the replies received), a cohort
+    check (caps) and the ``privacy`` table; the run's server randomness becomes secret (``fedsim.randomness``)."""
+    if KEY not in plan.extras:
+        ledger = plan.extras[KEY] = PrivacyLedger(plan.federation.hospitals, plan.state, plan.cohort, plan.steps_run)
+        plan.observers.append(ledger)
+        plan.cohort_checks.append(ledger.exclusions)
+        plan.add_report(PRIVACY_TABLE, ledger.table)
+        plan.secret_randomness = True
+    return plan.extras[KEY]
+
+
+def installed_ledger(plan) -> "PrivacyLedger | None":
+    """The run's privacy ledger if a technique installed one (no DP: None)."""
+    return plan.extras.get(KEY)
+
+
 class PrivacyLedger(RoundObserver):
     """Each hospital's releases per mechanism; epsilons, caps and the ledger table.
 
     ``cohort(n)`` is how many of ``n`` eligible hospitals the strategy samples
     (for the rate a central release will really have); ``steps_run`` is where
-    the in-process ClientApp records the local steps it really ran, by
-    (round, hospital).
+    the engine records the local steps each hospital really ran, by (round,
+    hospital index) (``Plan.steps_run``).
     """
 
-    def __init__(self, hospitals: tuple[str, ...], state: RunState, cohort: Callable[[int], int]):
+    def __init__(self, hospitals: tuple[str, ...], state: RunState, cohort: Callable[[int], int],
+                 steps_run: dict[tuple[int, int], int] | None = None):
         self.hospitals = hospitals
         self.state = state
         self.cohort = cohort
@@ -225,7 +248,7 @@ class PrivacyLedger(RoundObserver):
         self.rounds: list[dict[str, int]] = []
         self.caps: dict[str, tuple[float, str]] = {}  # hospital -> (epsilon cap, what set it)
         self.exclusions_made: dict[tuple[int, str], tuple[str, str]] = {}  # (round, hospital) -> (source, reason)
-        self.steps_run: dict[tuple[int, int], int] = {}
+        self.steps_run = {} if steps_run is None else steps_run
         # Functions (privacy table) -> privacy table that fill the audit columns (an empirical audit adds one).
         self.annotations: list[Callable[[pd.DataFrame], pd.DataFrame]] = []
 
