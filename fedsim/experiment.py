@@ -19,6 +19,7 @@ from fedsim.governance.policies import Policy, resolve_policies
 from fedsim.governance.trail import Governance
 from fedsim.models import ModelFn, resolve_model
 from fedsim.privacy.ledger import ledger_of
+from fedsim.recipe import TrainingRecipe
 from fedsim.results import Result, tidy
 from fedsim.strategies import make_strategy, strategy_label, title
 from fedsim.validation import Instance, Integer, IsCallable, Mapping, NoneValue, Options, Positive, Share, Text, check
@@ -183,10 +184,8 @@ class Experiment:
             model_fn=resolve_model(self.model),
             base_strategy=make_strategy(self.strategy, self.fraction_train, self.strategy_options),
             rounds=self.rounds,
-            local_epochs=self.local_epochs,
-            batch_size=self.batch_size,
-            learning_rate=float(self.learning_rate),
-            local_steps=self.local_steps,
+            recipe=TrainingRecipe(epochs=self.local_epochs, batch_size=self.batch_size,
+                                  learning_rate=float(self.learning_rate), max_steps=self.local_steps),
             seed=self.seed,
             noise_seed=self.noise_seed,
             evaluate_every=self.evaluate_every,

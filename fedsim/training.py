@@ -28,7 +28,7 @@ from tensorflow_privacy.privacy.optimizers import clip_and_aggregate_gradients  
 
 from fedsim._tf import tf
 from fedsim.models import ModelFn, build_model, resolve_model
-from fedsim.randomness import hospital_rng, kept_global_generators
+from fedsim.randomness import kept_global_generators
 
 Weights = list[np.ndarray]
 
@@ -53,7 +53,7 @@ SAMPLINGS = ("poisson", "shuffle")
 
 
 class DPTraining(NamedTuple):
-    """DP-SGD's settings of a hospital's local training, and the one place their train-config keys are spelled.
+    """DP-SGD's settings of a hospital's local training (``fedsim.recipe.TrainingRecipe.dp``).
 
     ``sampling``: ``"poisson"`` (each record joins each step independently
     with probability batch / rows, what the accountant's Poisson subsampling
@@ -64,19 +64,6 @@ class DPTraining(NamedTuple):
     l2_norm_clip: float
     noise_multiplier: float
     sampling: str = "poisson"
-
-    def config(self) -> dict:
-        """The settings as train-config entries (what the server sends each hospital)."""
-        return {"dpsgd-clip": float(self.l2_norm_clip), "dpsgd-noise": float(self.noise_multiplier),
-                "dpsgd-sampling": self.sampling}
-
-    @classmethod
-    def from_config(cls, config) -> "DPTraining | None":
-        """The DP-SGD settings a train config carries, or None (plain training)."""
-        if "dpsgd-clip" not in config:
-            return None
-        return cls(float(config["dpsgd-clip"]), float(config["dpsgd-noise"]),
-                   str(config.get("dpsgd-sampling", "poisson")))
 
 
 def poisson_plan(n: int, epochs: int, batch_size: int, rng: np.random.Generator, max_steps: int | None = None
@@ -110,26 +97,6 @@ def expected_batch(n: int, batch_size: int) -> int:
 def bce_loss(labels, logits):
     """Binary cross-entropy of one-logit outputs, averaged over the batch: every training objective here."""
     return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))
-
-
-def local_rng(config, hospital: int, secret: int) -> np.random.Generator:
-    """The generator of a hospital's local training in a round: its batches and, under DP-SGD, its noise.
-
-    Plain training draws from the public seed of its train config, so a run
-    repeats from its config. DP-SGD draws from the hospital's ``secret``
-    (``fedsim.randomness``), never from what the server sent: a server that
-    could regenerate the noise could strip it from the update.
-    """
-    seed, server_round = int(config["seed"]), int(config["server-round"])
-    if DPTraining.from_config(config) is not None:
-        return hospital_rng(secret, seed, server_round, hospital)
-    return np.random.default_rng([seed, server_round, hospital])
-
-
-def local_schedule(config) -> dict:
-    """Epochs, batch size and step cap of local training, from a round's train config."""
-    return {"epochs": int(config["local-epochs"]), "batch_size": int(config["batch-size"]),
-            "max_steps": int(config["local-steps"]) if "local-steps" in config else None}
 
 
 def noise_draws(rng: np.random.Generator, steps: int, n_parameters: int) -> np.ndarray:

@@ -13,7 +13,7 @@ LAYERS = [
     ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
      "fedsim.settings",
      "fedsim.governance.audit", "fedsim.claims", "fedsim.randomness"),
-    ("fedsim.models", "fedsim.training", "fedsim.cohort", "fedsim.federation"),
+    ("fedsim.models", "fedsim.training", "fedsim.recipe", "fedsim.cohort", "fedsim.federation"),
     ("fedsim.engine", "fedsim.strategies"),
     ("fedsim.components", "fedsim.results", "fedsim.baselines"),
     ("fedsim.privacy", "fedsim.adversaries", "fedsim.defenses", "fedsim.availability", "fedsim.attacks",
@@ -139,6 +139,18 @@ def test_engines_are_looked_up_by_name_not_imported_by_the_experiment():
     found = modules()
     assert not {m for m in imports("fedsim.experiment", found["fedsim.experiment"], set(found))
                 if m.startswith("fedsim.deploy")}
+
+
+def test_train_config_keys_are_spelled_in_the_recipe_only():
+    """What a hospital is asked to do travels as a TrainingRecipe: its config keys are fedsim/recipe.py's alone."""
+    import fedsim.recipe as recipe
+
+    keys = {v for k, v in vars(recipe).items() if k.isupper() and isinstance(v, str)} - {"seed"}  # a common word
+    assert {"lr", "dpsgd-clip", "dpsgd-noise", "local-epochs", "server-round"} <= keys
+    spelled = sorted(f"{path.relative_to(ROOT)}: {node.value!r}" for path in (ROOT / "fedsim").rglob("*.py")
+                     if path.name != "recipe.py" for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.Constant) and node.value in keys)
+    assert not spelled, spelled
 
 
 def test_privacy_accounting_lives_in_the_privacy_package():

@@ -18,6 +18,7 @@ from flwr.app import ArrayRecord, Context, Message, MessageType, MetricRecord, R
 from fedsim.components import HOSPITALS, Component, pick_hospitals
 from fedsim.engine import Plan
 from fedsim.engine.messages import copy_message, flat, replace_weights, set_claim, unflat, weights_of
+from fedsim.recipe import round_and_seed
 from fedsim.tables import Schema
 from fedsim.validation import Boolean, param
 
@@ -42,8 +43,7 @@ class Turn:
     def __init__(self, message: Message, context: Context, call_next, hospital: int, mod: "AttackMod"):
         self.message, self.context, self.call_next = message, context, call_next
         self.hospital, self.mod = hospital, mod
-        config = message.content["config"]
-        self.seed, self.round = int(config["seed"]), int(config["server-round"])
+        self.round, self.seed = round_and_seed(message.content["config"])
         self.global_weights = weights_of(message.content)
 
     def rng(self, salt: int = 0) -> np.random.Generator:

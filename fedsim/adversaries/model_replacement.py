@@ -1,5 +1,6 @@
 """A backdoor boosted to replace the global model (Bagdasaryan et al. 2020), and its success probe."""
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -10,6 +11,7 @@ from fedsim.adversaries.base import Adversary, Turn
 from fedsim.components import HOSPITALS
 from fedsim.engine import Plan, StrategyWrapper
 from fedsim.engine.messages import weights_of
+from fedsim.recipe import TrainingRecipe
 from fedsim.tables import Schema
 from fedsim.training import trainer_for
 from fedsim.validation import Integer, Mapping, NoneValue, Positive, Real, Share, check, param
@@ -94,9 +96,10 @@ class ModelReplacement(Adversary):
     def attack(self, turn: Turn) -> Message:
         if self.local_epochs is not None:  # the attacker trains longer than the protocol asks
             config = turn.message.content["config"]
-            config["local-epochs"] = self.local_epochs
-            if "local-steps" in config:
-                config["local-steps"] = int(config["local-steps"]) * self.local_epochs
+            asked = TrainingRecipe.decode(config)
+            longer = dataclasses.replace(asked, epochs=self.local_epochs, max_steps=None if asked.max_steps is None
+                                         else asked.max_steps * self.local_epochs)
+            config.update(longer.encode())
         honest = turn.honest()
         if honest.has_error():
             return honest

@@ -7,8 +7,9 @@ import numpy as np
 from fedsim.attacks.inversion import METHODS, invert_gradient, update_as_gradient
 from fedsim.attacks.scores import match, psnr, score
 from fedsim.attacks.update_attack import TARGETS, UpdateAttack
+from fedsim.recipe import ROUND
 from fedsim.tables import Schema
-from fedsim.training import batch_plan, local_rng, local_schedule, trainer_for
+from fedsim.training import batch_plan, trainer_for
 from fedsim.validation import Integer, NoneValue, Options, Positive, Real, param
 
 RECONSTRUCTIONS = Schema("reconstructions", ("attack", "hospital", "round", "record", "label", "recovered_label",
@@ -49,19 +50,19 @@ class GradientInversion(UpdateAttack):
 
     def evaluate(self, plan, index, sent, returned):
         fed = plan.federation
-        config = {**plan.train_config(), "server-round": self.round}
+        recipe = plan.recipe
         x, y = fed.train_rows(index)
-        schedule = local_schedule(config)
-        order, bounds = batch_plan(len(x), rng=local_rng(config, index, plan.secret), **schedule)
+        rng = recipe.rng({**plan.train_config(), ROUND: self.round}, index, plan.secret)
+        order, bounds = batch_plan(len(x), recipe.epochs, recipe.batch_size, rng, recipe.max_steps)
         used = order[: bounds[-1]]  # the rows the hospital trained on this round (the simulator knows)
         model = trainer_for(plan.model_fn, fed.n_features).model
         trainable = {v.ref() for v in model.trainable_variables}
-        gradient = [g for g, v in zip(update_as_gradient(sent, returned, plan.learning_rate, len(bounds) - 1),
+        gradient = [g for g, v in zip(update_as_gradient(sent, returned, recipe.learning_rate, len(bounds) - 1),
                                       model.weights) if v.ref() in trainable]
         low, high = (0.0, 1.0) if fed.image_shape is not None else (fed.x_train.min(0), fed.x_train.max(0) + 1e-6)
         found = invert_gradient(
             plan.model_fn, sent, gradient, fed.n_features,
-            batch_size=self.batch_size or min(schedule["batch_size"], len(used)), method=self.method,
+            batch_size=self.batch_size or min(recipe.batch_size, len(used)), method=self.method,
             steps=self.steps, learning_rate=self.learning_rate, total_variation=self.total_variation,
             input_range=(low, high), image_shape=fed.image_shape, seed=self.seed,
         )

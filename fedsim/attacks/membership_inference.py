@@ -2,10 +2,9 @@
 
 from dataclasses import dataclass
 
-from fedsim.attacks.membership import METHODS, TrainingRecipe, attack_update
+from fedsim.attacks.membership import METHODS, attack_update
 from fedsim.attacks.membership.lira import check_shadows
 from fedsim.attacks.update_attack import UpdateAttack
-from fedsim.training import DPTraining
 from fedsim.validation import Integer, Options, param
 
 
@@ -35,10 +34,7 @@ class MembershipInference(UpdateAttack):
         return f"membership inference ({self.method})"
 
     def evaluate(self, plan, index, sent, returned):
-        recipe = TrainingRecipe(
-            epochs=plan.local_epochs, batch_size=plan.batch_size, learning_rate=plan.learning_rate,
-            max_steps=plan.local_steps, dp=DPTraining.from_config(plan.train_config()))
         attack = attack_update(
-            plan.federation, plan.federation.hospitals[index], plan.model_fn, sent, returned, recipe=recipe,
+            plan.federation, plan.federation.hospitals[index], plan.model_fn, sent, returned, recipe=plan.recipe,
             method=self.method, n_shadows=self.n_shadows, round=self.round, seed=self.seed, progress=False)
         return attack.metrics().set_index("metric")["value"].to_dict(), []

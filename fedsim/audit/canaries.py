@@ -239,7 +239,7 @@ class RecordAudit(AuditRun):
         self.kept = np.sort(rng.permutation(rows)[audit.n:])
         for charge in installed_ledger(plan).charges if installed_ledger(plan) is not None else []:
             if charge.per == "step":
-                charge.sampling_rate[self.hospital] = min(1.0, plan.batch_size / len(self.kept))
+                charge.sampling_rate[self.hospital] = min(1.0, plan.recipe.batch_size / len(self.kept))
         shape = (audit.n, fed.n_features)
         self.x = (rng.random(shape) if fed.image_shape is not None else RECORD_SCALE * rng.normal(size=shape)
                   ).astype(np.float32)

@@ -2,6 +2,7 @@
 
 from flwr.app import Message, MessageType
 
+from fedsim import recipe
 from fedsim.components import pick_hospitals
 from fedsim.engine import Plan
 
@@ -17,8 +18,7 @@ def train_config(message: Message):
 
 def round_and_seed(message: Message) -> tuple[int, int]:
     """The server round and the experiment seed a train message carries."""
-    config = train_config(message)
-    return int(config.get("server-round", 0)), int(config.get("seed", 0))
+    return recipe.round_and_seed(train_config(message))
 
 
 def is_train(message: Message) -> bool:

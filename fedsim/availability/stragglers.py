@@ -9,6 +9,7 @@ from flwr.app import Message
 from fedsim.availability.base import Unavailable, is_train, round_and_seed, train_config
 from fedsim.components import Component
 from fedsim.engine import Exchange, Plan, RoundObserver
+from fedsim.recipe import TrainingRecipe
 from fedsim.tables import Schema
 from fedsim.validation import Mapping, NoneValue, Positive, Real, check, check_unknown, param
 
@@ -37,12 +38,10 @@ class _Clock(RoundObserver):
 
     def seconds(self, message: Message, hospital: int) -> float:
         server_round, seed = round_and_seed(message)
-        config = train_config(message)
-        plan = self.plan
-        epochs = int(config.get("local-epochs", plan.local_epochs))
-        examples = epochs * int(self.sizes[hospital])
-        if "local-steps" in config:
-            examples = min(examples, int(config["local-steps"]) * int(config.get("batch-size", plan.batch_size)))
+        recipe = TrainingRecipe.decode(train_config(message))
+        examples = recipe.epochs * int(self.sizes[hospital])
+        if recipe.max_steps is not None:
+            examples = min(examples, recipe.max_steps * recipe.batch_size)
         model_bytes = sum(len(a.data) for record in message.content.array_records.values() for a in record.values())
         jitter = np.random.default_rng([seed, server_round, hospital, 0x57]).lognormal(0.0, self.settings.jitter)
         compute = examples / self.speed[hospital]

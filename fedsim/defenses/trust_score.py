@@ -1,5 +1,6 @@
 """Trust scores in the spirit of FLTrust (Cao et al. 2021)."""
 
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -38,9 +39,8 @@ class TrustScoreStrategy(StrategyWrapper):
         plan = self.plan
         rng = np.random.default_rng([plan.seed, server_round, 0x7157])
         trainer = trainer_for(plan.model_fn, plan.federation.n_features)
-        weights, _, _ = trainer.fit(self.current_weights, self.x_root, self.y_root, epochs=plan.local_epochs,
-                                         batch_size=plan.batch_size, learning_rate=plan.learning_rate, rng=rng,
-                                         max_steps=plan.local_steps)
+        plain = dataclasses.replace(plan.recipe, dp=None)  # the server trains its root data without DP-SGD
+        weights = plain.fit(trainer, self.current_weights, self.x_root, self.y_root, rng)
         return flat(weights) - flat(self.current_weights)
 
     def process_replies(self, server_round: int, replies: list[Message]) -> list[Message]:

@@ -20,7 +20,8 @@ from fedsim.federation import Federation
 from fedsim.metrics import binary_metrics, tidy_metrics
 from fedsim.models import ModelFn
 from fedsim.randomness import fresh_secret, global_generators
-from fedsim.training import DPTraining, local_rng, local_schedule, trainer_for
+from fedsim.recipe import TrainingRecipe, round_and_seed
+from fedsim.training import trainer_for
 
 
 @dataclass(frozen=True)
@@ -64,18 +65,14 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
         prepared = cohort.take(hospital, record, config) if cohort is not None else None
         if prepared is None:
             x, y = hospital_rows(fed, local_data, hospital)
-            weights, loss, steps = trainer_for(model_fn, fed.n_features).fit(
-                [decoded(a) for a in record.values()], x, y,
-                learning_rate=float(config["lr"]),
-                rng=local_rng(config, hospital, secret),
-                proximal_mu=float(config.get("proximal-mu", 0.0)),
-                **local_schedule(config),
-                dp=DPTraining.from_config(config),
-            )
+            recipe = TrainingRecipe.decode(config)
+            weights, loss, steps = recipe.train(trainer_for(model_fn, fed.n_features),
+                                              [decoded(a) for a in record.values()], x, y,
+                                              recipe.rng(config, hospital, secret))
             prepared = weights, loss, steps, len(y)
         weights, loss, steps, examples = prepared
         if steps_run is not None:
-            key = (int(config["server-round"]), hospital)
+            key = (round_and_seed(config)[0], hospital)
             steps_run[key] = max(steps_run.get(key, 0), steps)
         return weights, {"num-examples": examples, "train_loss": loss, "local_steps": steps}
 

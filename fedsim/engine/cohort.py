@@ -27,11 +27,10 @@ from fedsim.cohort import CohortTrainer, Task, cohort_form
 from fedsim.engine.messages import decoded
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
-from fedsim.training import DPTraining, expected_batch, local_batches, local_rng, local_schedule, noise_draws
+from fedsim.recipe import TrainingRecipe, round_and_seed
+from fedsim.training import DPTraining, expected_batch, noise_draws
 
 logger = logging.getLogger("fedsim")
-TRAIN_KEYS = ("lr", "local-epochs", "batch-size", "local-steps", "proximal-mu", *DPTraining(1.0, 1.0).config(), "seed",
-              "server-round")
 _TRAINERS: dict[tuple, CohortTrainer] = {}
 _NOTICES: set[str] = set()
 
@@ -45,13 +44,14 @@ def train_inputs(content) -> tuple[ArrayRecord, object] | None:
 
 
 def _signature(record: ArrayRecord, config) -> tuple:
-    return tuple(record.values()), tuple(config.get(key) for key in TRAIN_KEYS)
+    """What a hospital is asked to train: the weights, the recipe, the round and the seed."""
+    return tuple(record.values()), (TrainingRecipe.decode(config), round_and_seed(config))
 
 
 def _same(signature: tuple, record: ArrayRecord, config) -> bool:
     arrays, settings = signature
     values = list(record.values())
-    return settings == tuple(config.get(key) for key in TRAIN_KEYS) and len(values) == len(arrays) and all(
+    return settings == _signature(record, config)[1] and len(values) == len(arrays) and all(
         a is b or (a.dtype == b.dtype and a.shape == b.shape and a.data == b.data) for a, b in zip(values, arrays))
 
 
@@ -109,8 +109,9 @@ class CohortRound:
             if id(record) not in weights_of:  # strategies send one shared record: decoded once
                 weights_of[id(record)] = [decoded(a) for a in record.values()]
             hospital = self.hospital_of(message.metadata.dst_node_id)
-            key = (int(config["batch-size"]), DPTraining.from_config(config))
-            groups.setdefault(key, []).append((hospital, record, config, weights_of[id(record)]))
+            recipe = TrainingRecipe.decode(config)
+            groups.setdefault((recipe.batch_size, recipe.dp), []).append(
+                (hospital, record, config, recipe, weights_of[id(record)]))
         for (batch, dp), members in groups.items():
             size = -(-len(members) // -(-len(members) // self.max_cohort))  # chunks of even size, none over the cap
             for start in range(0, len(members), size):
@@ -119,12 +120,12 @@ class CohortRound:
     def _train(self, members: list, batch: int, dp: DPTraining | None) -> None:
         size = min(self.max_cohort, -(-len(members) // 8) * 8)  # padded to a multiple of 8: few traces
         tasks = []
-        for hospital, _, config, weights in members:
+        for hospital, _, config, recipe, weights in members:
             x, y = hospital_rows(self.fed, self.local_data, hospital)
-            rng = local_rng(config, hospital, self.secret)
-            order, bounds = local_batches(len(x), rng=rng, dp=dp, **local_schedule(config))
+            rng = recipe.rng(config, hospital, self.secret)
+            order, bounds = recipe.batches(len(x), rng)
             noise = noise_draws(rng, len(bounds) - 1, sum(int(np.prod(w.shape)) for w in weights)) if dp else None
-            tasks.append(Task(weights, x, y, order, bounds, float(config["lr"]), float(config.get("proximal-mu", 0.0)),
+            tasks.append(Task(weights, x, y, order, bounds, recipe.learning_rate, recipe.proximal_mu,
                               noise, expected_batch(len(x), batch) if dp else None))
         slot = batch_slot(batch, max(int(np.diff(t.bounds).max(initial=0)) for t in tasks))
         trainer = _TRAINERS.get((self.model_fn, self.fed.n_features, size, slot))
@@ -135,7 +136,8 @@ class CohortRound:
             notice("DP-SGD trains hospitals one after another for this model: tensorflow-privacy has no fast "
                    "per-example clipping for its layers (convolutions)")
             return
-        for (hospital, record, config, _), (weights, loss, steps), task in zip(members, trainer.fit(tasks, dp), tasks):
+        for member, (weights, loss, steps), task in zip(members, trainer.fit(tasks, dp), tasks):
+            hospital, record, config = member[:3]
             self.ready[hospital] = (_signature(record, config), (weights, loss, steps, len(task.y)))
 
     def take(self, hospital: int, record: ArrayRecord, config) -> tuple | None:

@@ -25,6 +25,7 @@ from flwr.serverapp import Grid
 from flwr.supercore.run import Run
 
 from fedsim.engine.decisions import Decisions
+from fedsim.recipe import ROUND
 
 # A check returns why a hospital may not take part in the next round, or None.
 Eligibility = Callable[[str], str | None]
@@ -200,7 +201,7 @@ class ObservingGrid(Grid):
         first = messages[0]
         config = first.content.get("config") or {}
         exchange = Exchange(
-            server_round=int(config.get("server-round", first.metadata.group_id or 0)),
+            server_round=int(config.get(ROUND, first.metadata.group_id or 0)),
             message_type=first.metadata.message_type,
             sent={self.hospital_of(m.metadata.dst_node_id): m for m in messages},
             replies={self.hospital_of(r.metadata.src_node_id): r for r in replies},

@@ -22,7 +22,6 @@ decision record (``decisions``), state shared by a family of components
 schemas).
 """
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,6 +36,7 @@ from fedsim.engine.wrapper import AggregationRecord
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
 from fedsim.randomness import fresh_secret, server_entropy
+from fedsim.recipe import TrainingRecipe
 from fedsim.tables import Schema
 from fedsim.validation import Fraction, Integer, NoneValue, Options, Positive, check
 
@@ -120,7 +120,8 @@ class Plan:
     - ``screens``, ``eligibility``, ``cohort_checks``, ``observers``: append
       reply screens, checks of who may take part next round (per hospital, or
       on the whole cohort at once), and exchange observers;
-    - ``train_settings``: extra keys of every hospital's train config;
+    - ``recipe``: what every hospital is asked to do (``fedsim.recipe.TrainingRecipe``;
+      a component changes it with ``dataclasses.replace``, e.g. DP-SGD's settings);
     - ``local_data``: functions ``(hospital index, x, y) -> (x, y)`` that change
       what a hospital trains on (data poisoning), applied in order, never in place;
     - ``extras``: per-run state a family of components shares, by key (the
@@ -142,7 +143,8 @@ class Plan:
         def install(self, plan):
             def mod(message, context, call_next):
                 config = message.content.config_records.get("config", {})
-                if context.node_config["partition-id"] == 0 and config.get("server-round", 1) % 3 == 0:
+                server_round, _ = fedsim.recipe.round_and_seed(config)
+                if context.node_config["partition-id"] == 0 and server_round % 3 == 0:
                     raise RuntimeError("offline")
                 return call_next(message, context)
 
@@ -157,10 +159,7 @@ class Plan:
     model_fn: ModelFn
     base_strategy: Strategy
     rounds: int
-    local_epochs: int
-    batch_size: int
-    learning_rate: float
-    local_steps: int | None
+    recipe: TrainingRecipe
     seed: int
     noise_seed: int | None = None  # the experimenter's secret (``fedsim.randomness``); None: a fresh one
     evaluate_every: int = 1
@@ -169,7 +168,6 @@ class Plan:
     screens: list[ReplyScreen] = field(default_factory=list)
     eligibility: list[Eligibility] = field(default_factory=list)
     cohort_checks: list[CohortCheck] = field(default_factory=list)
-    train_settings: dict = field(default_factory=dict)
     local_data: list[Callable[[int, np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]] = field(
         default_factory=list)
     secagg: SecAggSettings | None = None
@@ -225,21 +223,12 @@ class Plan:
         return self.cohort(self.federation.n_hospitals)
 
     def train_config(self) -> ConfigRecord:
-        """The training settings every hospital receives each round."""
-        config = {"lr": self.learning_rate, "local-epochs": self.local_epochs,
-                  "batch-size": self.batch_size, "seed": self.seed, **self.train_settings}
-        if self.local_steps is not None:
-            config["local-steps"] = self.local_steps
-        return ConfigRecord(config)
+        """What every hospital receives each round: the recipe and the run's public seed (``TrainingRecipe.encode``)."""
+        return ConfigRecord(self.recipe.encode(self.seed))
 
     def server_entropy(self) -> list[int]:
         """What the server's random draws come from: the public seed, or the run's secret under DP."""
         return server_entropy(self.seed, self.secret, self.secret_randomness)
-
-    def steps_per_round(self, n_rows: int) -> int:
-        """Local optimizer steps a hospital with ``n_rows`` training rows runs in one round."""
-        steps = self.local_epochs * math.ceil(n_rows / self.batch_size)
-        return steps if self.local_steps is None else min(steps, self.local_steps)
 
     # --- what the engine calls ---------------------------------------------------------
     def seal(self) -> None:

@@ -40,6 +40,7 @@ from fedsim.engine.observers import ObservingGrid
 from fedsim.engine.plan import Plan
 from fedsim.engine.replies import ReplyCheck
 from fedsim.engine.wrapper import StrategyWrapper, unrecorded
+from fedsim.recipe import ROUND
 
 
 class InputCheck:
@@ -251,7 +252,7 @@ def serve_secagg(grid: Grid, plan: Plan, hospital_of: Callable[[int], str], test
             fraction_fit=fraction, fraction_evaluate=0.0, min_fit_clients=min_fit,
             min_evaluate_clients=min_fit, min_available_clients=min_available,
             evaluate_fn=evaluate,
-            on_fit_config_fn=lambda server_round: {**train_config, "server-round": server_round},
+            on_fit_config_fn=lambda server_round: {**train_config, ROUND: server_round},
             initial_parameters=ndarrays_to_parameters(evaluation.trainer.initial_weights(plan.seed)),
             fit_metrics_aggregation_fn=lambda metrics: {},
         )

@@ -219,7 +219,7 @@ class AuditTrail(RoundObserver):
                                             "secagg_stage": stage, "sent": sorted(exchange.sent),
                                             "replied": sorted(exchange.replies)})
             return
-        settings = {k: v for k, v in self.plan.train_config().items() if k.startswith(("dpsgd", "proximal"))}
+        settings = self.plan.recipe.dp_entries()
         self.pending[exchange.server_round] = {
             "sampled": sorted(exchange.sent),
             "responding": sorted(h for h, m in exchange.replies.items() if m.has_content()),

@@ -1,5 +1,6 @@
 """DP-SGD: record-level differential privacy at every hospital (tensorflow-privacy's clipping)."""
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -51,9 +52,9 @@ class DPSGD(Component):
 
     def install(self, plan: Plan) -> None:
         training = DPTraining(float(self.l2_norm_clip), float(self.noise_multiplier), self.sampling)
-        if DPTraining.from_config(plan.train_settings) is not None:
+        if plan.recipe.dp is not None:
             raise ValueError("privacy: DPSGD is given twice")
-        plan.train_settings.update(training.config())
+        plan.recipe = dataclasses.replace(plan.recipe, dp=training)
         fed = plan.federation
         n_train = {h: int(fed.n_train[i]) for i, h in enumerate(fed.hospitals)}
         delta = {h: check_delta(self.delta or default_delta(n), n, f"record of {h}", self.allow_large_delta)
@@ -62,9 +63,9 @@ class DPSGD(Component):
             charge = Charge(
                 technique=self.name, mechanism="DP-SGD", unit="record", noise_multiplier=float(self.noise_multiplier),
                 accountant=self.accountant, per="step", delta=delta, sampling=self.sampling,
-                sampling_rate={h: expected_batch(n, plan.batch_size) / n for h, n in n_train.items()},
-                steps_per_round={h: plan.steps_per_round(n) for h, n in n_train.items()},
-                steps_per_pass={h: math.ceil(n / plan.batch_size) for h, n in n_train.items()},
+                sampling_rate={h: expected_batch(n, plan.recipe.batch_size) / n for h, n in n_train.items()},
+                steps_per_round={h: plan.recipe.steps(n) for h, n in n_train.items()},
+                steps_per_pass={h: math.ceil(n / plan.recipe.batch_size) for h, n in n_train.items()},
             )
         except ValueError as error:  # an accountant that cannot account this noise
             raise ValueError(f"privacy: dpsgd: {error}") from None

@@ -327,7 +327,7 @@ def _work(experiment: Experiment, results: list[Result]) -> float:
     ``FLOPS_PER_EXAMPLE`` x parameters x the step's batch."""
     plan = experiment.build_plan()
     fed = experiment.federation
-    per_example = FLOPS_PER_EXAMPLE["DP-SGD" if "dpsgd-clip" in plan.train_config() else "plain"]
+    per_example = FLOPS_PER_EXAMPLE["DP-SGD" if plan.recipe.dp is not None else "plain"]
     totals = []
     for res in results:
         parameters = sum(int(np.prod(w.shape)) for w in res.weights)
@@ -335,7 +335,7 @@ def _work(experiment: Experiment, results: list[Result]) -> float:
         received = decided[decided.decision.isin(["aggregated", "rejected", "not selected"])
                            & (decided.hospital != "*")].drop_duplicates(["round", "hospital"])
         rows = {h: int(n) for h, n in zip(fed.hospitals, fed.n_train)}
-        examples = sum(plan.steps_per_round(rows[h]) * min(experiment.batch_size, rows[h]) for h in received.hospital)
+        examples = sum(plan.recipe.steps(rows[h]) * min(experiment.batch_size, rows[h]) for h in received.hospital)
         totals.append(per_example * parameters * examples)
     return float(np.mean(totals))
 

@@ -68,9 +68,9 @@ the ROC and its metrics come from scikit-learn (``sklearn.metrics.roc_curve``,
 
 from fedsim.attacks.membership.lira import METHODS, lira_scores, logit_confidence, membership_inference
 from fedsim.attacks.membership.outcome import METRICS, MembershipAttack, plot_attacks
-from fedsim.attacks.membership.recipe import TrainingRecipe
 from fedsim.attacks.membership.rmia import rmia_scores
 from fedsim.attacks.membership.runs import attack_result, attack_update
+from fedsim.recipe import TrainingRecipe
 
 __all__ = ["METHODS", "METRICS", "MembershipAttack", "TrainingRecipe", "attack_result", "attack_update",
            "lira_scores", "logit_confidence", "membership_inference", "plot_attacks", "rmia_scores"]

@@ -4,9 +4,9 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from fedsim.attacks.membership.outcome import MembershipAttack
-from fedsim.attacks.membership.recipe import TrainingRecipe
 from fedsim.attacks.membership.rmia import rmia_scores
 from fedsim.models import ModelFn
+from fedsim.recipe import TrainingRecipe
 from fedsim.training import Trainer, trainer_for
 from fedsim.validation import Integer, IsCallable, NoneValue, Options, check
 

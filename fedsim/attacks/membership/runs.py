@@ -8,9 +8,9 @@ import numpy as np
 
 from fedsim.attacks.membership.lira import METHODS, balance, membership_inference, run_attack
 from fedsim.attacks.membership.outcome import MembershipAttack
-from fedsim.attacks.membership.recipe import TrainingRecipe
 from fedsim.federation import Federation
 from fedsim.models import ModelFn
+from fedsim.recipe import TrainingRecipe
 from fedsim.results import Result
 from fedsim.validation import Options, check
 

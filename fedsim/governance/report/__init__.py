@@ -64,6 +64,7 @@ from fedsim.governance.report.sections import (
     refuted_banner,
 )
 from fedsim.plots import report as figures
+from fedsim.recipe import DP_CLIP
 from fedsim.validation import Boolean, NoneValue, Text, check
 
 PRIVACY_NUMBERS = ("epsilon", "delta", "budget", "steps", "rounds", "sampling_rate", "noise_multiplier")
@@ -121,7 +122,7 @@ def privacy_statement(doc: Doc, run: Run) -> None:
             f"noise multiplier {number(rows.noise_multiplier.iloc[0], '.3g')}; epsilon per hospital "
             f"{span(rows.epsilon, '.3g')} at delta {span(rows.delta, '.2g')}",
         ]
-    clip = run.start.get("client_training", {}).get("dpsgd-clip")
+    clip = run.start.get("client_training", {}).get(DP_CLIP)
     if clip is not None:
         lines.append(f"clipping: each example's gradient to L2 norm {user(clip)} (in every hospital's local "
                      "training)")
