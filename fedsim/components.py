@@ -250,7 +250,7 @@ def pick_hospitals(plan: Plan, hospitals, field: str = "hospitals", salt: int = 
     if unknown:
         raise ValueError(f"{field}: unknown hospitals {unknown}; allowed: ids of the federation "
                          f"({fed.hospitals[0]!r}...) or a fraction in (0, 1]")
-    return sorted(fed.hospitals.index(h) for h in hospitals)
+    return sorted(fed.index_of(h, field, ids_only=True) for h in hospitals)
 
 
 __all__ = ["FAMILIES", "FIELDS", "HOSPITALS", "REGISTRY", "ROLES", "THREATS", "UNITS", "Component", "Importable",

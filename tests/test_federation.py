@@ -227,3 +227,16 @@ def test_predict_names_data_when_given_something_else(small_fed):
                       (None, r"NoneType of shape \(\)"), ([[1, 2], [3]], "list$")):
         with pytest.raises(ValueError, match=rf"^data: expected images of shape \(n, 8, 8\), got {got}"):
             scans.predict(data)
+
+
+def test_one_index_of_for_ids_and_indices():
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=4, n_patients=400, seed=0)
+    assert fed.index_of("H002") == 2 == fed.index_of(np.int64(2))
+    with pytest.raises(ValueError, match=r"^hospital: unknown 7; allowed: an index 0..3 or a hospital id \['H000'"):
+        fed.index_of(7)
+    with pytest.raises(ValueError, match=r"^hospitals: unknown 2; allowed: a hospital id"):
+        fed.index_of(2, "hospitals", ids_only=True)
+    with pytest.raises(ValueError, match=r"^hospital: unknown True"):
+        fed.index_of(True)
+    with pytest.raises(ValueError, match=r"^hospital: unknown \['H000'\]"):
+        fed.index_of(["H000"])

@@ -5,8 +5,7 @@ import pandas as pd
 import pytest
 
 import fedsim as fs
-from fedsim import federation
-from fedsim.federation import Preprocessor, hospital_statistics
+from fedsim.federation import Preprocessor, federation, hospital_statistics
 
 SHIFTED = dict(missingness=1.0, covariate_shift=1.0, measurement_shift=1.0, quantity_skew=1.0)
 

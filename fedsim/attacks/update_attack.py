@@ -55,15 +55,7 @@ class UpdateAttack(Component):
         return {**super().describe(), "label": self.label}
 
     def install(self, plan: Plan) -> None:
-        hospitals = plan.federation.hospitals
-        if isinstance(self.hospital, int):
-            if not 0 <= self.hospital < len(hospitals):
-                raise ValueError(f"hospital: index {self.hospital} out of range 0..{len(hospitals) - 1}")
-            index = self.hospital
-        elif self.hospital in hospitals:
-            index = hospitals.index(self.hospital)
-        else:
-            raise ValueError(f"hospital: unknown {self.hospital!r}; allowed: a hospital id or index")
+        index = plan.federation.index_of(self.hospital)
         if plan.secagg is not None and self.target == "update":
             raise ValueError("target: under SecAgg+ the server never sees one hospital's update"
                              + ("; use target='aggregate'" if "aggregate" in self.targets else ""))

@@ -132,18 +132,6 @@ class Canaries(Component):
         plan.add_report(AUDIT_TABLE, run.table, name=type(self).__name__)
 
 
-def hospital_index(plan: Plan, hospital) -> int:
-    """The index of ``hospital`` (an id or an index), checked."""
-    hospitals = plan.federation.hospitals
-    if isinstance(hospital, int):
-        if not 0 <= hospital < len(hospitals):
-            raise ValueError(f"hospital: index {hospital} out of range 0..{len(hospitals) - 1}")
-        return hospital
-    if hospital not in hospitals:
-        raise ValueError(f"hospital: unknown {hospital!r}; allowed: a hospital id or index")
-    return hospitals.index(hospital)
-
-
 class AuditRun(RoundObserver):
     """One run's audit: the canaries, what the auditor saw, and (once the run has ended) the bound."""
 
@@ -227,7 +215,7 @@ class RecordAudit(AuditRun):
     def __init__(self, audit: Canaries, plan: Plan, included: np.ndarray, rng: np.random.Generator):
         super().__init__(audit, plan, included)
         fed = plan.federation
-        self.index = hospital_index(plan, audit.hospital)
+        self.index = plan.federation.index_of(audit.hospital)
         self.hospital = fed.hospitals[self.index]
         rows = int(fed.n_train[self.index])
         if audit.n > rows // 2:

@@ -30,7 +30,7 @@ class _Clock(RoundObserver):
         draw = (lambda median: median * rng.lognormal(0.0, s.spread, n)) if s.spread else (lambda m: np.full(n, m))
         self.speed, self.bandwidth, self.latency = draw(s.examples_per_s), draw(s.mbit_per_s), draw(s.latency_s)
         for hospital, profile in (s.profiles or {}).items():
-            i = fed.hospitals.index(hospital)
+            i = fed.index_of(hospital, "profiles", ids_only=True)
             self.speed[i] = profile.get("examples_per_s", self.speed[i])
             self.bandwidth[i] = profile.get("mbit_per_s", self.bandwidth[i])
             self.latency[i] = profile.get("latency_s", self.latency[i])

@@ -58,7 +58,7 @@ from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 from fedsim import adversaries, attacks, availability
 from fedsim.attacks.membership import attack_result
 from fedsim.audit import Canaries
-from fedsim.audit.canaries import PER, hospital_index
+from fedsim.audit.canaries import PER
 from fedsim.components import Component, plain
 from fedsim.engine import Exchange, RoundObserver, SecAggSettings
 from fedsim.experiment import Experiment
@@ -202,7 +202,7 @@ def _audit_run(label: str, experiment: Experiment, audit: Canaries) -> Experimen
     if level != "record" and plan.secagg is not None:
         privacy = tuple(p for p in privacy if not isinstance(p, SecAggSettings)) or None
     if level == "record":  # at most half of the hospital's rows
-        i = hospital_index(plan, audit.hospital)
+        i = plan.federation.index_of(audit.hospital)
         audit = dataclasses.replace(audit, n=min(audit.n, int(plan.federation.n_train[i]) // 2))
     return experiment.replace(privacy=privacy, audit=audit, name=f"{label} | audit")
 

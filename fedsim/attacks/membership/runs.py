@@ -15,13 +15,6 @@ from fedsim.results import Result
 from fedsim.validation import Options, check
 
 
-def _hospital_index(fed, hospital) -> int:
-    if hospital not in fed.hospitals:
-        shown = list(fed.hospitals[:10]) + (["..."] if fed.n_hospitals > 10 else [])
-        raise ValueError(f"hospital: unknown {hospital!r}; allowed: None (all) or a hospital id {shown}")
-    return fed.hospitals.index(hospital)
-
-
 def attack_result(
     res,
     hospital: str | None = None,
@@ -52,7 +45,8 @@ def attack_result(
         raise ValueError(f"res: expected a fedsim Result, got {type(res).__name__}")
     check("method", method, Options(*METHODS))
     fed = res.federation
-    chosen = set(range(fed.n_hospitals)) if hospital is None else {_hospital_index(fed, hospital)}
+    chosen = (set(range(fed.n_hospitals)) if hospital is None
+              else {fed.index_of(hospital, ids_only=True, also="None (all)")})
     if experiment is not None:
         if not callable(getattr(experiment, "replace", None)) or not hasattr(experiment, "federation"):
             raise ValueError(f"experiment: expected the fedsim Experiment of this run, got {type(experiment).__name__}")
@@ -165,7 +159,7 @@ def attack_update(
     """
     if not isinstance(federation, Federation):
         raise ValueError(f"federation: expected a fedsim Federation, got {type(federation).__name__}")
-    i = _hospital_index(federation, hospital)
+    i = federation.index_of(hospital, ids_only=True)
     return membership_inference(
         model_fn, weights, federation.train_rows(i), federation.test_rows(i), method=method, recipe=recipe,
         n_shadows=n_shadows, start_weights=start_weights if method != "loss" else None,
