@@ -32,6 +32,7 @@ import data_synthetic
 import fedsim as fs
 from fedsim import demo
 from fedsim.experiment import SETTINGS
+from fedsim.plain import plain
 from fedsim.plots import plot_comparison
 from fedsim.validation import Seq, Text, check
 
@@ -313,7 +314,7 @@ def assess(config_path: str, out: str | None, owner: str | None = None, require:
     assessment = fs.studies.assess(candidates, federation=base.federation, audit=audit, **settings, **experiment)
     paths = assessment.write(folder, owner=owner, require=require)
     rerun = {"federation": config["federation"], **experiment, "candidates": candidates, **settings,
-             "audit": fs.components.plain({"name": audit.name, **audit.settings()}) if audit is not None else None,
+             "audit": plain({"name": audit.name, **audit.settings()}) if audit is not None else None,
              "require": require}
     (folder / "config.yaml").write_text(CONFIG_HEADER.replace("fedsim run", "fedsim assess")
                                         + yaml.safe_dump(rerun, sort_keys=False))

@@ -42,13 +42,13 @@ family's ``__init__`` to ship it with fedsim)::
 
 import dataclasses
 import importlib
-import math
 from collections.abc import Sequence
 from typing import ClassVar
 
 import numpy as np
 
 from fedsim.engine import Plan
+from fedsim.plain import plain
 from fedsim.validation import Constraint, Fraction, Ids, Options, check, check_fields, check_unknown
 
 FAMILIES = ("privacy", "adversary", "defense", "availability", "attack", "audit")
@@ -193,23 +193,6 @@ def as_components(field: str, value, family: str | None = None) -> tuple[Compone
 
 def _not_one(field: str, item):
     raise ValueError(f"{field}: expected fedsim components (or {{name: ..., <settings>}}), got {type(item).__name__}")
-
-
-def plain(value):
-    """Settings as plain data: tuples as lists, numpy scalars as numbers, classes and functions by import path."""
-    if isinstance(value, dict):
-        return {str(k): plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [plain(v) for v in value]
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if value is None or isinstance(value, (bool, int, float, str)):
-        return value
-    if callable(value) and hasattr(value, "__qualname__"):
-        return f"{value.__module__}:{value.__qualname__}"
-    return repr(value)
 
 
 class Importable(Constraint):

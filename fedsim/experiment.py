@@ -10,7 +10,7 @@ from flwr.serverapp.strategy import Strategy
 
 from fedsim import engine
 from fedsim._tf import note_device
-from fedsim.components import FIELDS, Component, as_components, plain
+from fedsim.components import FIELDS, Component, as_components
 from fedsim.defenses import UpdateValidator
 from fedsim.engine import Outcome, Plan, RoundObserver
 from fedsim.federation import Federation
@@ -18,6 +18,7 @@ from fedsim.governance.audit import check_key
 from fedsim.governance.policies import Policy, resolve_policies
 from fedsim.governance.trail import Governance
 from fedsim.models import ModelFn, resolve_model
+from fedsim.plain import plain
 from fedsim.privacy.ledger import ledger_of
 from fedsim.recipe import TrainingRecipe
 from fedsim.results import Result, tidy

@@ -12,7 +12,7 @@ LAYERS = [
     ("data_synthetic",),
     ("fedsim._tf", "fedsim._flower", "fedsim.validation", "fedsim.tables", "fedsim.metrics", "fedsim.plots",
      "fedsim.settings",
-     "fedsim.governance.audit", "fedsim.claims", "fedsim.randomness"),
+     "fedsim.governance.audit", "fedsim.claims", "fedsim.randomness", "fedsim.plain"),
     ("fedsim.models", "fedsim.training", "fedsim.recipe", "fedsim.cohort", "fedsim.federation"),
     ("fedsim.engine", "fedsim.strategies"),
     ("fedsim.components", "fedsim.results", "fedsim.baselines"),
@@ -151,6 +151,14 @@ def test_train_config_keys_are_spelled_in_the_recipe_only():
                      if path.name != "recipe.py" for node in ast.walk(ast.parse(path.read_text()))
                      if isinstance(node, ast.Constant) and node.value in keys)
     assert not spelled, spelled
+
+
+def test_one_plain_serialiser():
+    """Configs, component settings and audit entries are written as plain data by one function, fedsim.plain's."""
+    defined = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "fedsim").rglob("*.py")
+                     for node in ast.walk(ast.parse(path.read_text()))
+                     if isinstance(node, ast.FunctionDef) and node.name == "plain")
+    assert defined == ["fedsim/plain.py"]
 
 
 def test_privacy_accounting_lives_in_the_privacy_package():

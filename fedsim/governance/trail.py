@@ -49,9 +49,10 @@ from fedsim.engine import Exchange, Plan, RoundObserver
 from fedsim.engine.decisions import round_summary
 from fedsim.engine.messages import arrays, decoded
 from fedsim.engine.wrapper import unrecorded
-from fedsim.governance.audit import AuditKey, AuditWriter, digest, plain
+from fedsim.governance.audit import AuditKey, AuditWriter, digest
 from fedsim.governance.evaluation import evaluation, provenance
 from fedsim.governance.policies import Policies, PolicyEnforcer, policy_table
+from fedsim.plain import plain
 from fedsim.privacy.ledger import installed_ledger
 from fedsim.settings import results_base
 from fedsim.strategies import aggregation_facts

@@ -4,6 +4,7 @@ The robust rules (``krum``, ``multikrum``, ``bulyan``, ``fedtrimmedavg``)
 are Flower's, subclassed one per file only to report what they decided about
 each reply (``fedsim.engine.decisions``): the audit log says which replies
 Krum left out and how much of each the trimmed mean cut, as the rule decided.
+``register`` adds a rule of your own by name (CONTRIBUTING.md has a recipe).
 """
 
 import logging
@@ -15,33 +16,38 @@ from fedsim._flower import flower_log_level
 from fedsim.strategies.bulyan import Bulyan
 from fedsim.strategies.krum import Krum, MultiKrum
 from fedsim.strategies.trimmed_mean import FedTrimmedAvg
-from fedsim.validation import Integer, Mapping, NoneValue, Real, check
+from fedsim.validation import Integer, Mapping, NoneValue, Real, Seq, Text, check
 
-STRATEGIES: dict[str, type[Strategy]] = {
-    "fedavg": flwr_strategy.FedAvg,
-    "fedprox": flwr_strategy.FedProx,
-    "fedadam": flwr_strategy.FedAdam,
-    "fedyogi": flwr_strategy.FedYogi,
-    "fedadagrad": flwr_strategy.FedAdagrad,
-    "fedavgm": flwr_strategy.FedAvgM,
-    "fedmedian": flwr_strategy.FedMedian,
-    "fedtrimmedavg": FedTrimmedAvg,
-    "krum": Krum,
-    "multikrum": MultiKrum,
-    "bulyan": Bulyan,
-}
+STRATEGIES: dict[str, type[Strategy]] = {}  # by registry name (lower case)
+TITLES: dict[str, str] = {}  # the name people read (CLI output, the report, notebooks): ``title("fedavg")``
+THREATS: dict[str, tuple[str, ...]] = {}  # what the rule itself resists (the report's threat model)
 
-# The name people read for each strategy (CLI output, the report, notebooks, README): ``title("fedavg")``.
-TITLES: dict[str, str] = {
-    "fedavg": "FedAvg", "fedprox": "FedProx", "fedadam": "FedAdam", "fedyogi": "FedYogi",
-    "fedadagrad": "FedAdagrad", "fedavgm": "FedAvgM", "fedmedian": "median", "fedtrimmedavg": "trimmed mean",
-    "krum": "Krum", "multikrum": "Multi-Krum", "bulyan": "Bulyan",
-}
 
-# What a named strategy's aggregation rule itself resists (robust aggregators; weak against small, targeted
-# updates such as a backdoor).
-THREATS: dict[str, tuple[str, ...]] = {name: ("poisoning", "backdoor")
-                                       for name in ("fedmedian", "fedtrimmedavg", "krum", "multikrum", "bulyan")}
+def register(name: str, strategy: type[Strategy], title: str | None = None,
+             threats: tuple[str, ...] = ()) -> type[Strategy]:
+    """Make the Flower strategy class ``strategy`` available by ``name`` (``Experiment(strategy=name)``, YAML,
+    the CLI), with the ``title`` people read and the ``threats`` the rule itself resists."""
+    name = check("name", name, Text())
+    if not (isinstance(strategy, type) and issubclass(strategy, Strategy)):
+        raise ValueError(f"strategy: expected a flwr Strategy class, got {strategy!r}")
+    threats = tuple(check("threats", threats, Seq(Text(), what="a list of threat names")))
+    STRATEGIES[name.lower()], TITLES[name.lower()], THREATS[name.lower()] = strategy, title or name, threats
+    return strategy
+
+
+# Robust aggregators resist poisoning and backdoors by themselves (weakly against small, targeted updates).
+ROBUST = ("poisoning", "backdoor")
+register("fedavg", flwr_strategy.FedAvg, "FedAvg")
+register("fedprox", flwr_strategy.FedProx, "FedProx")
+register("fedadam", flwr_strategy.FedAdam, "FedAdam")
+register("fedyogi", flwr_strategy.FedYogi, "FedYogi")
+register("fedadagrad", flwr_strategy.FedAdagrad, "FedAdagrad")
+register("fedavgm", flwr_strategy.FedAvgM, "FedAvgM")
+register("fedmedian", flwr_strategy.FedMedian, "median", ROBUST)
+register("fedtrimmedavg", FedTrimmedAvg, "trimmed mean", ROBUST)
+register("krum", Krum, "Krum", ROBUST)
+register("multikrum", MultiKrum, "Multi-Krum", ROBUST)
+register("bulyan", Bulyan, "Bulyan", ROBUST)
 
 # Where Flower's default makes the named strategy a no-op (FedProx with mu=0 is FedAvg).
 DEFAULT_OPTIONS: dict[str, dict] = {"fedprox": {"proximal_mu": 0.1}}

@@ -59,7 +59,7 @@ from fedsim import adversaries, attacks, availability
 from fedsim.attacks.membership import attack_result
 from fedsim.audit import Canaries
 from fedsim.audit.canaries import PER
-from fedsim.components import Component, plain
+from fedsim.components import Component
 from fedsim.engine import Exchange, RoundObserver, SecAggSettings
 from fedsim.experiment import Experiment
 from fedsim.federation import Federation
@@ -67,6 +67,7 @@ from fedsim.governance.audit import AuditKey, AuditWriter, digest, verify
 from fedsim.governance.evaluation import bootstrap_auroc, evaluation, provenance
 from fedsim.governance.report.recommend import parse, recommend
 from fedsim.governance.trail import fingerprints, versions
+from fedsim.plain import plain
 from fedsim.plots import plot_decision
 from fedsim.privacy.ledger import installed_ledger
 from fedsim.results import Result
