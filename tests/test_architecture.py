@@ -153,6 +153,19 @@ def test_train_config_keys_are_spelled_in_the_recipe_only():
     assert not spelled, spelled
 
 
+def test_no_file_over_400_lines_no_function_over_60():
+    """Long files and functions are split by concern (a file per concern, a function per step)."""
+    long = []
+    for path in (ROOT / "fedsim").rglob("*.py"):
+        text = path.read_text()
+        if len(text.splitlines()) > 400:
+            long.append(f"{path.relative_to(ROOT)}: {len(text.splitlines())} lines")
+        long += [f"{path.relative_to(ROOT)}: {node.name}() {node.end_lineno - node.lineno + 1} lines"
+                 for node in ast.walk(ast.parse(text)) if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef))
+                 and node.end_lineno - node.lineno + 1 > 60]
+    assert not long, long
+
+
 def test_one_plain_serialiser():
     """Configs, component settings and audit entries are written as plain data by one function, fedsim.plain's."""
     defined = sorted(str(path.relative_to(ROOT)) for path in (ROOT / "fedsim").rglob("*.py")

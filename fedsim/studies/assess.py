@@ -53,14 +53,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from flwr.app import ArrayRecord, ConfigRecord, MetricRecord
 
 from fedsim import adversaries, attacks, availability
 from fedsim.attacks.membership import attack_result
 from fedsim.audit import Canaries
 from fedsim.audit.canaries import PER
 from fedsim.components import Component
-from fedsim.engine import Exchange, RoundObserver, SecAggSettings
+from fedsim.engine import SecAggSettings
 from fedsim.experiment import Experiment
 from fedsim.federation import Federation
 from fedsim.governance.audit import AuditKey, AuditWriter, digest, verify
@@ -71,6 +70,7 @@ from fedsim.plain import plain
 from fedsim.plots import plot_decision
 from fedsim.privacy.ledger import installed_ledger
 from fedsim.results import Result
+from fedsim.studies import costs
 from fedsim.studies.grid import check_seeds, run_grid
 from fedsim.training import trainer_for
 from fedsim.validation import Integer, Options, Seq, check
@@ -85,33 +85,7 @@ COLUMNS = ["candidate", "auroc", "auroc_low", "auroc_high", "epsilon_record", "e
            "leakage_record_error", "mia_tpr@0.1%fpr", "mia_auc", "auroc_poisoned", "backdoor_success", "auroc_dropout",
            "compute_cost", "communication_cost", "wall_time_cost", "pays_most", "pays_most_change"]
 AUDITED = {"record": "record", "hospital": "hospital", "update": "hospital"}  # audit level -> the unit it bounds
-FLOPS_PER_EXAMPLE = {"plain": 6, "DP-SGD": 8}  # x parameters: forward 2, backward 4; DP-SGD's per-example norms 2
 
-
-def message_bytes(content) -> int:
-    """The payload of a message: array bytes, byte strings of configs (SecAgg+'s keys, shares, masked vectors),
-    8 bytes per other config or metric value."""
-    total = 0
-    for record in content.values():
-        if isinstance(record, ArrayRecord):
-            total += sum(int(np.prod(a.shape)) * np.dtype(a.dtype).itemsize for a in record.values())
-        elif isinstance(record, (ConfigRecord, MetricRecord)):
-            for value in record.values():
-                items = value if isinstance(value, list) else [value]
-                total += sum(len(v) if isinstance(v, (bytes, str)) else 8 for v in items)
-    return total
-
-
-class Traffic(RoundObserver):
-    """Counts the bytes of every message exchanged (sent and replied)."""
-
-    def __init__(self):
-        self.bytes = 0
-
-    def on_exchange(self, exchange: Exchange) -> None:
-        for message in (*exchange.sent.values(), *exchange.replies.values()):
-            if message.has_content():
-                self.bytes += message_bytes(message.content)
 
 
 @dataclass(frozen=True)
@@ -215,6 +189,38 @@ def _final(res: Result, metric: str = "auroc") -> float:
         return math.nan
 
 
+def _candidates(candidates: dict[str, dict], base: Experiment) -> dict[str, Experiment]:
+    """The reference and every candidate as Experiments (each a change of ``base``), by label."""
+    experiments = {}
+    for label, changes in {REFERENCE: REFERENCE_CHANGES, **candidates}.items():
+        if not isinstance(changes, dict):
+            raise ValueError(f"candidates[{label!r}]: expected a dict of Experiment changes, got "
+                             f"{type(changes).__name__}")
+        try:
+            experiments[str(label)] = base.replace(name=str(label), **changes)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"candidates[{label!r}]: {error}") from None
+    return experiments
+
+
+def _attack_table(results: dict, runs: dict, threats, mia_shadows: int, cache) -> pd.DataFrame:
+    """Every attack's metrics: the inversion watching each leakage run, membership inference on each clean model."""
+    def run_shadow(shadow: Experiment) -> Result:
+        return run_grid({shadow.name: shadow}, cache=cache)[0].result
+
+    attack_rows = []
+    for (label, battery, seed), res in results.items():
+        if battery == "leakage":
+            attack_rows.append(res.attacks.assign(candidate=label, seed=seed))
+        if battery == "clean" and "membership inference" in threats:
+            found = attack_result(res, method="rmia", n_shadows=mia_shadows, seed=seed, progress=False,
+                                  experiment=runs[f"{label} | clean"].replace(seed=seed), run_shadow=run_shadow)
+            attack_rows.append(found.metrics().assign(candidate=label, seed=seed, details="final model"))
+    columns = ["candidate", "seed", "attack", "hospital", "round", "metric", "value"]
+    return pd.concat([f[columns] for f in attack_rows], ignore_index=True) if attack_rows else pd.DataFrame(
+        columns=columns)
+
+
 def assess(candidates: dict[str, dict], federation: Federation, threats: Sequence[str] | None = None,
            seeds: Sequence[int] = (0,), audit: Canaries | None = DEFAULT_AUDIT, poisoning: Component | None = None,
            backdoor: Component | None = None, dropout: Component | None = None, inversion: Component | None = None,
@@ -244,16 +250,7 @@ def assess(candidates: dict[str, dict], federation: Federation, threats: Sequenc
     backdoor = backdoor or adversaries.ModelReplacement()
     dropout = dropout or availability.Dropout(rate=0.3)
     inversion = inversion or attacks.GradientInversion(hospital=0, round=1, steps=200)
-    base = Experiment(federation=federation, **experiment)
-    experiments = {}
-    for label, changes in {REFERENCE: REFERENCE_CHANGES, **candidates}.items():
-        if not isinstance(changes, dict):
-            raise ValueError(f"candidates[{label!r}]: expected a dict of Experiment changes, got "
-                             f"{type(changes).__name__}")
-        try:
-            experiments[str(label)] = base.replace(name=str(label), **changes)
-        except (TypeError, ValueError) as error:
-            raise ValueError(f"candidates[{label!r}]: {error}") from None
+    experiments = _candidates(candidates, Experiment(federation=federation, **experiment))
     runs, skipped = {}, []
     for label, exp in experiments.items():
         built, cannot = _runs(label, exp, threats, poisoning, backdoor, dropout, inversion)
@@ -261,7 +258,7 @@ def assess(candidates: dict[str, dict], federation: Federation, threats: Sequenc
         skipped += [{"candidate": label, "battery": battery, "reason": reason} for battery, reason in cannot.items()]
     # One uncached round of each candidate counts its traffic, and traces every code path the grid will run
     # (the first run in a process pays TensorFlow's tracing: its wall time would not be the candidate's).
-    traffic = {label: _traffic(exp) for label, exp in experiments.items()}
+    traffic = {label: costs.traffic(exp) for label, exp in experiments.items()}
     trials = {(t.label, t.seed): t for t in run_grid(runs, seeds=seeds, cache=cache, desc="assess")}
     if audit is not None:
         audited = {f"{label} | audit": _audit_run(label, exp, audit) for label, exp in experiments.items()}
@@ -269,22 +266,9 @@ def assess(candidates: dict[str, dict], federation: Federation, threats: Sequenc
                                                                 desc="assess: audits")})
     results = {(label.split(" | ")[0], label.split(" | ")[1], seed): t.result for (label, seed), t in trials.items()}
 
-    def run_shadow(shadow: Experiment) -> Result:
-        return run_grid({shadow.name: shadow}, cache=cache)[0].result
-
-    attack_rows = []
-    for (label, battery, seed), res in results.items():
-        if battery == "leakage":
-            attack_rows.append(res.attacks.assign(candidate=label, seed=seed))
-        if battery == "clean" and "membership inference" in threats:
-            found = attack_result(res, method="rmia", n_shadows=mia_shadows, seed=seed, progress=False,
-                                  experiment=runs[f"{label} | clean"].replace(seed=seed), run_shadow=run_shadow)
-            attack_rows.append(found.metrics().assign(candidate=label, seed=seed, details="final model"))
-    columns = ["candidate", "seed", "attack", "hospital", "round", "metric", "value"]
-    attack_table = pd.concat([f[columns] for f in attack_rows], ignore_index=True) if attack_rows else pd.DataFrame(
-        columns=columns)
+    attack_table = _attack_table(results, runs, threats, mia_shadows, cache)
     seconds = {label: float(np.median([trials[f"{label} | clean", s].seconds for s in seeds])) for label in experiments}
-    work = {label: _work(exp, [results[label, "clean", s] for s in seeds]) for label, exp in experiments.items()}
+    work = {label: costs.work(exp, [results[label, "clean", s] for s in seeds]) for label, exp in experiments.items()}
     hospitals = _hospitals(results, experiments, seeds)
     rows = [_row(label, exp, results, attack_table, hospitals, seeds, traffic, seconds, work)
             for label, exp in experiments.items()]
@@ -296,13 +280,6 @@ def assess(candidates: dict[str, dict], federation: Federation, threats: Sequenc
                         in results.items() if battery == "audit"] or [pd.DataFrame()], ignore_index=True)
     return Assessment(table, hospitals, privacy, audits, attack_table, experiments, results, threats, seeds,
                       pd.DataFrame(skipped, columns=["candidate", "battery", "reason"]))
-
-
-def _traffic(experiment: Experiment) -> float:
-    """Bytes of every message of one round of ``experiment`` (a one-round run, uncached), times its rounds."""
-    counter = Traffic()
-    experiment.replace(rounds=1, observers=[counter], name=f"{experiment.label} (traffic)").run()
-    return float(counter.bytes * experiment.rounds)
 
 
 def _hospitals(results, experiments, seeds) -> pd.DataFrame:
@@ -321,24 +298,6 @@ def _hospitals(results, experiments, seeds) -> pd.DataFrame:
     means["reference_auroc"] = means.hospital.map(reference)
     means["change"] = means.auroc - means.reference_auroc
     return means
-
-
-def _work(experiment: Experiment, results: list[Result]) -> float:
-    """Training FLOPs of ``results`` (mean over seeds): each local step of each reply the server received,
-    ``FLOPS_PER_EXAMPLE`` x parameters x the step's batch."""
-    plan = experiment.build_plan()
-    fed = experiment.federation
-    per_example = FLOPS_PER_EXAMPLE["DP-SGD" if plan.recipe.dp is not None else "plain"]
-    totals = []
-    for res in results:
-        parameters = sum(int(np.prod(w.shape)) for w in res.weights)
-        decided = res.tables["decisions"]
-        received = decided[decided.decision.isin(["aggregated", "rejected", "not selected"])
-                           & (decided.hospital != "*")].drop_duplicates(["round", "hospital"])
-        rows = {h: int(n) for h, n in zip(fed.hospitals, fed.n_train)}
-        examples = sum(plan.recipe.steps(rows[h]) * min(experiment.batch_size, rows[h]) for h in received.hospital)
-        totals.append(per_example * parameters * examples)
-    return float(np.mean(totals))
 
 
 def _row(label, experiment, results, attack_table, hospitals, seeds, traffic, seconds, work) -> dict:

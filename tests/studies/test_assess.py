@@ -11,7 +11,8 @@ import yaml
 import fedsim as fs
 from fedsim.cli import load_config, main
 from fedsim.governance.report.recommend import parse, recommend
-from fedsim.studies.assess import COLUMNS, REFERENCE, message_bytes
+from fedsim.studies.assess import COLUMNS, REFERENCE
+from fedsim.studies.costs import message_bytes
 from tests.browser import open_in_browser, widths
 
 SCRIPT = "<script>alert(1)</script>"

@@ -175,15 +175,8 @@ def run_attack(model_fn, weights, members, non_members, *, method, recipe, n_sha
     weights = _check_weights(trainer, weights)
     lira = method != "loss"
     if lira:
-        check_shadows(n_shadows)
-        if not isinstance(recipe, TrainingRecipe):
-            raise ValueError(f"recipe: LiRA needs the target's TrainingRecipe to train shadows, got {recipe!r}")
-        if global_variance is None:
-            global_variance = n_shadows < _MIN_PER_RECORD
-        if not global_variance and n_shadows < 4:
-            raise ValueError(f"global_variance: per-candidate variances need n_shadows >= 4, got {n_shadows}")
-        if start_weights is not None:
-            start_weights = _check_weights(trainer, start_weights, "start_weights")
+        global_variance, start_weights = _check_shadow_settings(trainer, n_shadows, recipe, global_variance,
+                                                                start_weights)
     elif start_weights is not None or population is not None:
         raise ValueError("start_weights, population: only used by the shadow attacks (lira, rmia and their "
                          "offline variants)")
@@ -224,6 +217,20 @@ def run_attack(model_fn, weights, members, non_members, *, method, recipe, n_sha
                 shadow_rows=int(is_in[0].sum() + len(x_extra)),
                 statistics={"target": target, "shadow": shadow, "is_in": is_in})
     return MembershipAttack(method, scores, is_member, hospital, round, info=info)
+
+
+def _check_shadow_settings(trainer: Trainer, n_shadows, recipe, global_variance, start_weights):
+    """The shadow attacks' settings, checked: (global_variance resolved, start_weights checked)."""
+    check_shadows(n_shadows)
+    if not isinstance(recipe, TrainingRecipe):
+        raise ValueError(f"recipe: LiRA needs the target's TrainingRecipe to train shadows, got {recipe!r}")
+    if global_variance is None:
+        global_variance = n_shadows < _MIN_PER_RECORD
+    if not global_variance and n_shadows < 4:
+        raise ValueError(f"global_variance: per-candidate variances need n_shadows >= 4, got {n_shadows}")
+    if start_weights is not None:
+        start_weights = _check_weights(trainer, start_weights, "start_weights")
+    return global_variance, start_weights
 
 
 def _central_shadow(trainer: Trainer, recipe: TrainingRecipe, start_weights):

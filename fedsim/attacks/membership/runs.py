@@ -15,19 +15,9 @@ from fedsim.results import Result
 from fedsim.validation import Options, check
 
 
-def attack_result(
-    res,
-    hospital: str | None = None,
-    *,
-    method: str = "lira",
-    n_shadows: int = 16,
-    recipe: TrainingRecipe | None = None,
-    experiment=None,
-    global_variance: bool | None = None,
-    seed: int = 0,
-    progress: bool = True,
-    run_shadow=None,
-) -> MembershipAttack:
+def attack_result(res, hospital: str | None = None, *, method: str = "lira", n_shadows: int = 16,
+                  recipe: TrainingRecipe | None = None, experiment=None, global_variance: bool | None = None,
+                  seed: int = 0, progress: bool = True, run_shadow=None) -> MembershipAttack:
     """Membership inference on a run's final global model.
 
     Members: the training rows of every hospital (``hospital=None``) or of one;
@@ -48,10 +38,7 @@ def attack_result(
     chosen = (set(range(fed.n_hospitals)) if hospital is None
               else {fed.index_of(hospital, ids_only=True, also="None (all)")})
     if experiment is not None:
-        if not callable(getattr(experiment, "replace", None)) or not hasattr(experiment, "federation"):
-            raise ValueError(f"experiment: expected the fedsim Experiment of this run, got {type(experiment).__name__}")
-        if experiment.federation is not fed:
-            raise ValueError("experiment: its federation is not the one of res; pass the Experiment that made res")
+        _check_experiment(experiment, fed)
     if method != "loss" and recipe is None:
         if experiment is not None:
             recipe = TrainingRecipe.from_experiment(experiment)
@@ -59,21 +46,7 @@ def attack_result(
             recipe = TrainingRecipe.from_config(res.config)
             _warn_unmimicked(res.config)
 
-    # Candidates: the chosen hospitals' training and test rows, balanced within each
-    # hospital; every other training row (left out by balancing, other hospitals') is extra.
-    rng = np.random.default_rng([seed, 1])
-    in_rows, out_rows, extra_rows = [], [], []
-    for i in range(fed.n_hospitals):
-        train_lo, train_hi = fed.train_offsets[i], fed.train_offsets[i + 1]
-        if i in chosen:
-            test_lo, test_hi = fed.test_offsets[i], fed.test_offsets[i + 1]
-            keep_in, keep_out, left_out = balance(train_hi - train_lo, test_hi - test_lo, rng)
-            in_rows.append(train_lo + keep_in)
-            out_rows.append(test_lo + keep_out)
-            extra_rows.append(train_lo + left_out)
-        else:
-            extra_rows.append(np.arange(train_lo, train_hi))
-    in_rows, out_rows, extra_rows = (np.concatenate(r).astype(np.int64) for r in (in_rows, out_rows, extra_rows))
+    in_rows, out_rows, extra_rows = _candidate_rows(fed, chosen, seed)
     if not len(in_rows):
         raise ValueError(f"hospital: {hospital or 'the federation'} has no training and test rows to attack")
     in_site = np.searchsorted(fed.train_offsets, in_rows, side="right") - 1
@@ -96,6 +69,37 @@ def attack_result(
         )
     attack.groups = np.array(fed.hospitals)[np.concatenate([in_site, out_site])]
     return attack
+
+
+def _check_experiment(experiment, fed) -> None:
+    """Refuse an ``experiment`` that is not the fedsim Experiment whose federation made the run."""
+    if not callable(getattr(experiment, "replace", None)) or not hasattr(experiment, "federation"):
+        raise ValueError(f"experiment: expected the fedsim Experiment of this run, got {type(experiment).__name__}")
+    if experiment.federation is not fed:
+        raise ValueError("experiment: its federation is not the one of res; pass the Experiment that made res")
+
+
+def _candidate_rows(fed, chosen: set[int], seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Members (training rows), non-members (test rows) and extra rows (population) of the attack.
+
+    The chosen hospitals' training and test rows, balanced within each
+    hospital; every other training row (left out by balancing, other
+    hospitals') is extra.
+    """
+    rng = np.random.default_rng([seed, 1])
+    in_rows, out_rows, extra_rows = [], [], []
+    for i in range(fed.n_hospitals):
+        train_lo, train_hi = fed.train_offsets[i], fed.train_offsets[i + 1]
+        if i in chosen:
+            test_lo, test_hi = fed.test_offsets[i], fed.test_offsets[i + 1]
+            keep_in, keep_out, left_out = balance(train_hi - train_lo, test_hi - test_lo, rng)
+            in_rows.append(train_lo + keep_in)
+            out_rows.append(test_lo + keep_out)
+            extra_rows.append(train_lo + left_out)
+        else:
+            extra_rows.append(np.arange(train_lo, train_hi))
+    in_rows, out_rows, extra_rows = (np.concatenate(r).astype(np.int64) for r in (in_rows, out_rows, extra_rows))
+    return in_rows, out_rows, extra_rows
 
 
 def _warn_unmimicked(config: dict) -> None:

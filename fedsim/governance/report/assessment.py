@@ -156,7 +156,6 @@ def recommendation(doc: Doc, table: pd.DataFrame, require: str | None) -> None:
 def build_assessment(run: Run, owner: str | None = None, require: str | None = None) -> Doc:
     """The report of an assessment as a Doc."""
     entries = {c["label"]: c for c in run.candidates}
-    decision = pd.DataFrame((run.result or {}).get("decision", [c.get("row", {}) for c in entries.values()]))
     doc = Doc(f"Decision report: {run.start.get('label', 'assessment')}")
     banners(doc, run, None)
     for label, entry in entries.items():
@@ -166,6 +165,17 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
     audit_log(doc, run)
     threats = run.start.get("threats", [])
     seeds = run.start.get("seeds", [])
+    decision_section(doc, run, entries, threats, seeds, require)
+    residual_section(doc, entries, threats)
+    privacy_section(doc, entries)
+    candidates_section(doc, entries)
+    caveats_section(doc, run, entries, seeds)
+    return doc
+
+
+def decision_section(doc: Doc, run: Run, entries: dict, threats: list, seeds: list, require: str | None) -> None:
+    """The decision table (readable, with its figure) and the recommendation for ``require``."""
+    decision = pd.DataFrame((run.result or {}).get("decision", [c.get("row", {}) for c in entries.values()]))
     doc.h("Decision table")
     doc.p(f"Each candidate set-up and plain FedAvg (the reference) over {len(seeds)} seed(s), against the attacks "
           f"{user(', '.join(threats) or 'none')} run for real, and a canary audit of each candidate's epsilon "
@@ -186,6 +196,9 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
     if "candidate" in decision:
         recommendation(doc, decision, require or run.start.get("require"))
 
+
+def residual_section(doc: Doc, entries: dict, threats: list) -> None:
+    """Each candidate's measured residual risk per threat, beside the mitigations it has for it."""
     reference = entries.get("plain FedAvg", {}).get("row", {})
     doc.h("Residual risk per threat (measured)")
     rows = []
@@ -196,6 +209,9 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
             "residual risk (measured)": risk} for threat, risk in said.items()]
     doc.table(pd.DataFrame(rows), empty="no candidate in the log")
 
+
+def privacy_section(doc: Doc, entries: dict) -> None:
+    """Each candidate's accountant epsilons per unit beside its audit's lower bounds."""
     doc.h("Privacy: accountant and audit")
     rows = []
     for label, entry in entries.items():
@@ -216,6 +232,9 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
           "Canary records in a few tabular features give weak bounds whatever the mechanism; canary hospitals "
           "and updates, random directions of the whole model, give strong ones.")
 
+
+def candidates_section(doc: Doc, entries: dict) -> None:
+    """Each candidate's model hospital by hospital, with its change against plain FedAvg."""
     doc.h("Per-candidate performance")
     doc.p("Each candidate's first seed's model, hospital by hospital (the decision table's AUROC is the mean over "
           "seeds; with one seed they are the same model). The per-hospital changes are means over seeds.")
@@ -230,6 +249,9 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
         if not runs.empty:
             doc.p(f"{len(runs)} runs, each with its own audit log (head hashes in this log).")
 
+
+def caveats_section(doc: Doc, run: Run, entries: dict, seeds: list) -> None:
+    """What the decision does not show."""
     doc.h("Caveats")
     lines = []
     if run.start.get("data", {}).get("source") == "synthetic":
@@ -246,4 +268,3 @@ def build_assessment(run: Run, owner: str | None = None, require: str | None = N
     if run.verification.signatures.startswith("unsigned"):
         lines.append("the assessment's audit log is unsigned")
     doc.items([user(line) if not line.startswith("attacks not run") else line for line in lines])
-    return doc
