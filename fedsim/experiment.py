@@ -228,14 +228,15 @@ class Experiment:
             settings[name] = plain(value)
         return settings
 
-    def config(self) -> dict:
+    def config(self, plan: Plan | None = None) -> dict:
         """The resolved settings as plain data: what the audit log, the results folder and the cache record.
 
         ``settings()``, with the federation's description, every component as
         it describes itself (the default validator included), the training
         every hospital is asked for and each hospital's resolved policy.
+        ``plan``: this experiment's plan, built already (a run builds its plan once).
         """
-        plan = self.build_plan()
+        plan = plan if plan is not None else self.build_plan()
         return {
             "federation": repr(self.federation), **self.settings(),
             "components": [c.describe() for c in self.components()],
@@ -285,7 +286,7 @@ class Experiment:
         tables = {"participation": plan.decisions.participation_table(), "decisions": plan.decisions.table(),
                   **plan.reports()}
         result = Result(self.label, governance.release(tidy(outcome.rows)), outcome.weights, self.federation,
-                        plan.model_fn, self.config(), tables, audit_path=governance.path)
+                        plan.model_fn, governance.config, tables, audit_path=governance.path)
         governance.finish(result, plan.decisions.participation(), outcome.test)
         return result
 

@@ -124,3 +124,14 @@ def test_local_steps_caps_the_work_per_round(small_fed):
 
     fs.Experiment(federation=small_fed, rounds=1, local_steps=1, observers=[Steps()]).run()
     assert Steps.seen == [1] * small_fed.n_hospitals
+
+
+def test_a_run_builds_its_plan_once(monkeypatch):
+    fed = fs.synthetic_federation("icu_mortality", n_hospitals=3, n_patients=300, seed=0)
+    exp = fs.Experiment(federation=fed, rounds=1, privacy=fs.privacy.DPSGD(noise_multiplier=1.0), noise_seed=0)
+    built = []
+    original = fs.Experiment.build_plan
+    monkeypatch.setattr(fs.Experiment, "build_plan", lambda self: built.append(1) or original(self))
+    res = exp.run()
+    assert len(built) == 1
+    assert res.config == exp.config() and res.config["client_training"]["dpsgd-noise"] == 1.0

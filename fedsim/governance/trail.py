@@ -279,7 +279,8 @@ class Governance:
         self.trail = AuditTrail(self.writer, plan, self.enforcer)
         plan.observers.append(self.trail)
         plan.seal()
-        config = plain(experiment.config())
+        self.config = experiment.config(plan)
+        config = plain(self.config)
         self.writer.append("start", {
             "label": plan.label,
             "config": config,
