@@ -8,16 +8,15 @@ the aggregate must be exactly the honest hospitals' (bit for bit where no random
 
 import math
 
-import dp_accounting
 import numpy as np
 import pytest
-from dp_accounting import rdp
 from flwr.app import Array, ArrayRecord, Message, RecordDict
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
 
 import fedsim as fs
 from fedsim.engine.messages import replace_weights, weights_of
 from fedsim.privacy import DPSGD, CentralDP, LocalDP, SecAgg
+from tests.accounting import poisson_epsilon
 from tests.recording import Recorder
 
 ROUNDS = 2
@@ -147,15 +146,6 @@ def without_h000(fed):
     return {path: run(fed, h000_fails, path) for path in PATHS}
 
 
-def independent_epsilon(z, events, delta):
-    """RDP epsilon of the Gaussian mechanism over (sampling rate, count) events, with dp-accounting."""
-    accountant = rdp.RdpAccountant()
-    for q, count in events:
-        event = dp_accounting.GaussianDpEvent(z)
-        accountant.compose(dp_accounting.PoissonSampledDpEvent(q, event) if q < 1 else event, count)
-    return accountant.get_epsilon(delta) if events else 0.0
-
-
 def released_epsilon(res, recorder, fed, path, hospital):
     """What ``hospital`` really spent, recomputed from what the server received and released."""
     technique = PATHS[path]["privacy"]
@@ -163,15 +153,15 @@ def released_epsilon(res, recorder, fed, path, hospital):
     if isinstance(technique, DPSGD):  # each reply received: the steps asked, at batch / rows
         n = len(fed.train_rows(fed.hospitals.index(hospital))[1])
         received = sum(e.replies[hospital].has_content() for e in recorder.exchanges if hospital in e.replies)
-        return independent_epsilon(technique.noise_multiplier, [(min(1, 32 / n), received * math.ceil(n / 32))],
+        return poisson_epsilon(technique.noise_multiplier, [(min(1, 32 / n), received * math.ceil(n / 32))],
                                    row.delta)
     if isinstance(technique, LocalDP):  # each reply received: one Gaussian release
         z = math.sqrt(2 * math.log(1.25 / technique.delta)) / technique.epsilon
         received = sum(e.replies[hospital].has_content() for e in recorder.exchanges if hospital in e.replies)
-        return independent_epsilon(z, [(1.0, received)], row.delta)
+        return poisson_epsilon(z, [(1.0, received)], row.delta)
     # central DP: each round with an aggregate, every eligible hospital at sampled / eligible
     released = [e for e in recorder.exchanges if any(h not in e.rejected for h in e.updates())]
-    return independent_epsilon(technique.noise_multiplier,
+    return poisson_epsilon(technique.noise_multiplier,
                                [(len(e.sent) / fed.n_hospitals, 1) for e in released], row.delta)
 
 
