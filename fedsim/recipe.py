@@ -96,15 +96,15 @@ class TrainingRecipe:
         """Train ``trainer``'s model from ``weights`` on (x, y) with this recipe; the new weights."""
         return self.train(trainer, weights, x, y, rng)[0]
 
-    def rng(self, config, hospital: int, secret: int) -> np.random.Generator:
-        """The generator of ``hospital``'s local training in the round of ``config``: its batches, its noise.
+    def rng(self, server_round: int, seed: int, hospital: int, secret: int) -> np.random.Generator:
+        """The generator of ``hospital``'s local training in ``server_round`` of a run with public ``seed``: its
+        batches, its noise (``recipe.rng(*round_and_seed(config), hospital, secret)`` on a hospital).
 
         Plain training draws from the public seed, so a run repeats from its
         config. DP-SGD draws from the hospital's ``secret``
         (``fedsim.randomness``), never from what the server sent: a server
         that could regenerate the noise could strip it from the update.
         """
-        server_round, seed = round_and_seed(config)
         if self.dp is not None:
             return hospital_rng(secret, seed, server_round, hospital)
         return np.random.default_rng([seed, server_round, hospital])

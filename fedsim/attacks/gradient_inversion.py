@@ -7,7 +7,6 @@ import numpy as np
 from fedsim.attacks.inversion import METHODS, invert_gradient, update_as_gradient
 from fedsim.attacks.scores import match, psnr, score
 from fedsim.attacks.update_attack import TARGETS, UpdateAttack
-from fedsim.recipe import ROUND
 from fedsim.tables import Schema
 from fedsim.training import batch_plan, trainer_for
 from fedsim.validation import Integer, NoneValue, Options, Positive, Real, param
@@ -52,7 +51,7 @@ class GradientInversion(UpdateAttack):
         fed = plan.federation
         recipe = plan.recipe
         x, y = fed.train_rows(index)
-        rng = recipe.rng({**plan.train_config(), ROUND: self.round}, index, plan.secret)
+        rng = recipe.rng(self.round, plan.seed, index, plan.secret)
         order, bounds = batch_plan(len(x), recipe.epochs, recipe.batch_size, rng, recipe.max_steps)
         used = order[: bounds[-1]]  # the rows the hospital trained on this round (the simulator knows)
         model = trainer_for(plan.model_fn, fed.n_features).model

@@ -68,7 +68,7 @@ def make_client_app(fed: Federation, model_fn: ModelFn, mods: Sequence[Callable]
             recipe = TrainingRecipe.decode(config)
             weights, loss, steps = recipe.train(trainer_for(model_fn, fed.n_features),
                                               [decoded(a) for a in record.values()], x, y,
-                                              recipe.rng(config, hospital, secret))
+                                              recipe.rng(*round_and_seed(config), hospital, secret))
             prepared = weights, loss, steps, len(y)
         weights, loss, steps, examples = prepared
         if steps_run is not None:

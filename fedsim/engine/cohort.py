@@ -122,7 +122,7 @@ class CohortRound:
         tasks = []
         for hospital, _, config, recipe, weights in members:
             x, y = hospital_rows(self.fed, self.local_data, hospital)
-            rng = recipe.rng(config, hospital, self.secret)
+            rng = recipe.rng(*round_and_seed(config), hospital, self.secret)
             order, bounds = recipe.batches(len(x), rng)
             noise = noise_draws(rng, len(bounds) - 1, sum(int(np.prod(w.shape)) for w in weights)) if dp else None
             tasks.append(Task(weights, x, y, order, bounds, recipe.learning_rate, recipe.proximal_mu,
